@@ -1,0 +1,73 @@
+"""Metric writers: one CSV per stream (train, eval) plus TensorBoard events."""
+
+import csv
+import os
+from typing import Dict
+
+import numpy as np
+
+
+def to_scalars(info: Dict) -> Dict[str, float]:
+  """Device arrays -> Python floats (means over any leading axes)."""
+  return {k: float(np.mean(np.asarray(v))) for k, v in info.items()}
+
+
+class MetricsLogger:
+  """Appends rows to `<workdir>/<stream>.csv` and TensorBoard events.
+
+  Columns are fixed by a stream's first row; later keys that were not there
+  are added by rewriting the file, so a CSV always has one consistent header.
+  """
+
+  def __init__(self, workdir: str, tensorboard: bool = True):
+    self.workdir = workdir
+    os.makedirs(workdir, exist_ok=True)
+    self._columns: Dict[str, list] = {}
+    self._tb = None
+    if tensorboard:
+      from tensorboardX import SummaryWriter
+      self._tb = SummaryWriter(os.path.join(workdir, "tb"), flush_secs=30)
+
+  def path(self, stream: str) -> str:
+    return os.path.join(self.workdir, f"{stream}.csv")
+
+  def write(self, stream: str, step: int, metrics: Dict[str, float]):
+    row = {"step": int(step), **{k: float(v) for k, v in metrics.items()}}
+    cols = self._columns.get(stream)
+    path = self.path(stream)
+    if cols is None and os.path.exists(path):  # appending to an earlier run's file
+      with open(path, newline="") as f:
+        cols = next(csv.reader(f), None)
+    if cols is None:
+      cols = list(row)
+      with open(path, "w", newline="") as f:
+        csv.writer(f).writerow(cols)
+    elif any(k not in cols for k in row):
+      cols = cols + [k for k in row if k not in cols]
+      with open(path, newline="") as f:
+        old = list(csv.DictReader(f))
+      with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, cols, restval="")
+        w.writeheader()
+        w.writerows(old)
+    self._columns[stream] = cols
+    with open(path, "a", newline="") as f:
+      csv.DictWriter(f, cols, restval="").writerow(row)
+    if self._tb is not None:
+      for k, v in metrics.items():
+        self._tb.add_scalar(f"{stream}/{k}", float(v), int(step))
+
+  def close(self):
+    if self._tb is not None:
+      self._tb.close()
+
+
+def read_csv(path: str) -> Dict[str, np.ndarray]:
+  """A metrics CSV as column arrays (empty cells -> NaN)."""
+  with open(path, newline="") as f:
+    rows = list(csv.DictReader(f))
+  if not rows:
+    return {}
+  return {k: np.array([float(r[k]) if r[k] not in ("", None) else np.nan for r in rows])
+          for k in rows[0]}
+

@@ -1,0 +1,149 @@
+"""OGBench single-task data and environments.
+
+Reads the official npz datasets (a directory, or a download where a network
+exists), including the sharded `cube-quadruple-play-100m-v0`, relabels them
+with the task's rewards through ogbench itself, and checks them against the
+environment so a mismatched file is an error rather than a silent wrong run.
+"""
+
+import glob
+import os
+import re
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+
+DEFAULT_DATASET_DIR = "~/.ogbench/data"
+REQUIRED_KEYS = ("observations", "actions", "terminals")
+
+
+class DatasetError(Exception):
+  """A dataset that is missing, corrupt or does not match its environment."""
+
+
+def split_task_name(task: str) -> Tuple[str, str]:
+  """'cube-double-play-singletask-task2-v0' -> (env name, dataset name).
+
+  >>> split_task_name('cube-quadruple-play-100m-singletask-task3-v0')
+  ('cube-quadruple-singletask-task3-v0', 'cube-quadruple-play-100m-v0')
+  """
+  m = re.fullmatch(r"(?P<env>[a-z0-9x-]+?)-(?P<kind>play|noisy)(?P<size>-\d+m)?"
+                   r"-singletask(?P<task>-task\d)?-(?P<ver>v\d+)", task)
+  if m is None:
+    raise DatasetError(
+        f"task {task!r} is not an OGBench single-task name such as "
+        "'cube-double-play-singletask-task2-v0'")
+  env = f"{m['env']}-singletask{m['task'] or ''}-{m['ver']}"
+  dataset = f"{m['env']}-{m['kind']}{m['size'] or ''}-{m['ver']}"
+  return env, dataset
+
+
+def make_env(task: str, success_timing: str = "post", **kwargs):
+  """The task's gymnasium env. success_timing 'post' is the paper's (ogbench 1.1.2)."""
+  import gymnasium
+  import ogbench  # noqa: F401  (registers the envs)
+  env_name, _ = split_task_name(task)
+  if success_timing not in ("pre", "post"):
+    raise ValueError(f"success_timing must be 'pre' or 'post', got {success_timing!r}")
+  try:
+    return gymnasium.make(env_name, success_timing=success_timing, **kwargs)
+  except gymnasium.error.Error as e:
+    raise DatasetError(f"unknown OGBench environment {env_name!r} (from task {task!r}): {e}")
+
+
+def generate_command(dataset_name: str, dataset_dir: str) -> str:
+  return (f"python -m experiments.generate_ogbench --dataset={dataset_name} "
+          f"--episodes=1000 --out={dataset_dir}")
+
+
+def _dataset_files(dataset_name: str, dataset_dir: str, download: bool):
+  """(train files, val files) for a dataset; shards for the 100M data."""
+  root = os.path.expanduser(dataset_dir)
+  shard_dir = os.path.join(root, dataset_name)
+  if os.path.isdir(shard_dir):  # e.g. cube-quadruple-play-100m-v0/*.npz
+    files = sorted(glob.glob(os.path.join(shard_dir, "*.npz")))
+    train = [f for f in files if not f.endswith("-val.npz")]
+    val = [f for f in files if f.endswith("-val.npz")]
+    if train:
+      return train, val
+  train = os.path.join(root, f"{dataset_name}.npz")
+  val = os.path.join(root, f"{dataset_name}-val.npz")
+  if not (os.path.exists(train) and os.path.exists(val)) and download:
+    import ogbench
+    try:
+      ogbench.download_datasets([dataset_name], root)
+    except Exception as e:  # no network, HTTP error, ...: explained below
+      print(f"download of {dataset_name} failed: {e}")
+  missing = [f for f in (train, val) if not os.path.exists(f)]
+  if missing:
+    raise DatasetError(
+        f"dataset {dataset_name} not found ({', '.join(missing)} missing) and it could not "
+        f"be downloaded. Generate it locally with:\n  {generate_command(dataset_name, dataset_dir)}")
+  return [train], [val]
+
+
+def _load_files(files, env_name: str, env) -> Dict[str, np.ndarray]:
+  from ogbench.relabel_utils import relabel_dataset
+  from ogbench.utils import load_dataset
+  parts = []
+  for f in files:
+    try:
+      with np.load(f) as raw:
+        missing = [k for k in REQUIRED_KEYS + ("qpos",) if k not in raw.files]
+      if missing:
+        raise DatasetError(f"{f}: missing keys {missing} (has {sorted(raw.files)})")
+      parts.append(load_dataset(f, add_info=True))
+    except DatasetError:
+      raise
+    except Exception as e:  # truncated zip, bad pickle, ...
+      raise DatasetError(f"{f}: cannot be read as an OGBench dataset ({type(e).__name__}: {e})")
+  data = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+  relabel_dataset(env_name, env.unwrapped if hasattr(env, "unwrapped") else env, data)
+  return data
+
+
+def check_dataset(data: Dict[str, np.ndarray], obs_dim: int, action_dim: int, name: str):
+  """Raise DatasetError unless `data` fits an env with these sizes."""
+  n = len(data["observations"])
+  if n == 0:
+    raise DatasetError(f"{name}: dataset is empty")
+  if data["observations"].shape[1:] != (obs_dim,):
+    raise DatasetError(f"{name}: observations have shape {data['observations'].shape[1:]}, "
+                       f"the environment's are ({obs_dim},): wrong dataset for this task?")
+  if data["actions"].shape[1:] != (action_dim,):
+    raise DatasetError(f"{name}: actions have shape {data['actions'].shape[1:]}, "
+                       f"the environment's are ({action_dim},)")
+  for k in ("observations", "actions", "rewards", "masks", "next_observations"):
+    if len(data[k]) != n:
+      raise DatasetError(f"{name}: '{k}' has {len(data[k])} rows, observations have {n}")
+    if not np.all(np.isfinite(data[k])):
+      raise DatasetError(f"{name}: '{k}' holds NaN or inf")
+  if np.abs(data["actions"]).max() > 1.0 + 1e-5:
+    raise DatasetError(f"{name}: actions outside [-1, 1] (max |a| = {np.abs(data['actions']).max():.3f})")
+
+
+def load_task(task: str, dataset_dir: str = DEFAULT_DATASET_DIR, *, num_shards: Optional[int] = None,
+              success_timing: str = "post", download: bool = True):
+  """Env and relabelled (train, val) datasets of an OGBench single-task name.
+
+  Datasets hold observations, actions, rewards, masks, terminals and
+  next_observations, float32, with the task's rewards. `num_shards` limits
+  how many shards of a sharded dataset (the 100M one) are read.
+  """
+  env_name, dataset_name = split_task_name(task)
+  env = make_env(task, success_timing=success_timing)
+  train_files, val_files = _dataset_files(dataset_name, dataset_dir, download)
+  if num_shards is not None:
+    train_files = train_files[:num_shards]
+    val_files = val_files[:max(1, num_shards)]
+  obs_dim = env.observation_space.shape[0]
+  action_dim = env.action_space.shape[0]
+  datasets = []
+  for files in (train_files, val_files):
+    data = _load_files(files, env_name, env) if files else None
+    if data is not None:
+      data = {k: data[k] for k in ("observations", "actions", "rewards", "masks", "terminals",
+                                   "next_observations")}
+      check_dataset(data, obs_dim, action_dim, os.path.basename(files[0]))
+    datasets.append(data)
+  return env, datasets[0], datasets[1]

@@ -1,0 +1,57 @@
+"""Train DFP: `python -m experiments.train [--config=experiments/configs/dfp.py:<preset>] [--workdir=DIR]`.
+
+With no flags it runs the `quick` preset, generating its small dataset on
+first use. Any config field can be overridden, e.g. `--config.agent.top_k=2`.
+"""
+
+import os
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from dfp_jax import ogbench_data
+
+_CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+config_flags.DEFINE_config_file(
+    "config", os.path.join(_CONFIGS, "dfp.py"), "Config file, optionally ':<preset>'.",
+    lock_config=True)
+flags.DEFINE_string("workdir", None, "Output directory (default runs/<method>/<task>/seed_<seed>).")
+
+
+def ensure_dataset(env_config):
+  """Generate the dataset of a preset that asks for it (quick, smoke) if it is missing."""
+  if env_config.generate_episodes <= 0:
+    return
+  _, dataset_name = ogbench_data.split_task_name(env_config.task)
+  root = os.path.expanduser(env_config.dataset_dir)
+  if all(os.path.exists(os.path.join(root, f"{dataset_name}{s}.npz")) for s in ("", "-val")):
+    return
+  from experiments import generate_ogbench
+  print(f"generating {env_config.generate_episodes} play episodes of {dataset_name} "
+        f"into {root} (first use only)")
+  generate_ogbench.generate(dataset_name, env_config.generate_episodes, root,
+                            episode_length=env_config.generate_episode_length)
+
+
+def default_workdir(config):
+  return os.path.join("runs", config.method, config.env.task, f"seed_{config.seed}")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  from dfp_jax import trainer
+  config = flags.FLAGS.config
+  workdir = flags.FLAGS.workdir or default_workdir(config)
+  try:
+    ensure_dataset(config.env)
+    summary = trainer.train_and_evaluate(config, workdir)
+  except ogbench_data.DatasetError as e:
+    sys.exit(f"error: {e}")
+  print(f"done: {workdir}: " + ", ".join(
+      f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()))
+
+
+if __name__ == "__main__":
+  app.run(main)
