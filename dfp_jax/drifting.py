@@ -79,7 +79,7 @@ def drifting_field(x, pos, neg, *, temperatures: Sequence[float] = (0.05,),
   d = _pairwise_dist(x, targets)  # [B, Cg, Cn + Cp]
   valid = jnp.ones(d.shape[1:], bool)
   if self_negatives:
-    valid = valid.at[:, :cg].set(~jnp.eye(cg, cn, dtype=bool))
+    valid = valid.at[:, :cn].set(~jnp.eye(cg, cn, dtype=bool))
   # One scalar scale for the whole minibatch, over the pairs that exist.
   total = _mean(jnp.where(valid, d, 0.0), axis_name)
   frac = jnp.mean(valid)

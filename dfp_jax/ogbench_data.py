@@ -82,7 +82,7 @@ def _dataset_files(dataset_name: str, dataset_dir: str, download: bool):
   return [train], [val]
 
 
-def _load_files(files, env_name: str, env) -> Dict[str, np.ndarray]:
+def _load_files(files, env_name: str, env, obs_dim: int, action_dim: int) -> Dict[str, np.ndarray]:
   from ogbench.relabel_utils import relabel_dataset
   from ogbench.utils import load_dataset
   parts = []
@@ -92,13 +92,22 @@ def _load_files(files, env_name: str, env) -> Dict[str, np.ndarray]:
         missing = [k for k in REQUIRED_KEYS + ("qpos",) if k not in raw.files]
       if missing:
         raise DatasetError(f"{f}: missing keys {missing} (has {sorted(raw.files)})")
-      parts.append(load_dataset(f, add_info=True))
+      part = load_dataset(f, add_info=True)
     except DatasetError:
       raise
     except Exception as e:  # truncated zip, bad pickle, ...
       raise DatasetError(f"{f}: cannot be read as an OGBench dataset ({type(e).__name__}: {e})")
+    # Sizes are checked before relabelling, which indexes qpos by the task's layout.
+    for k, size in (("observations", obs_dim), ("actions", action_dim)):
+      if part[k].shape[1:] != (size,):
+        raise DatasetError(f"{f}: {k} have shape {part[k].shape[1:]}, the environment's are "
+                           f"({size},): wrong dataset for this task?")
+    parts.append(part)
   data = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-  relabel_dataset(env_name, env.unwrapped if hasattr(env, "unwrapped") else env, data)
+  try:
+    relabel_dataset(env_name, env.unwrapped, data)
+  except Exception as e:
+    raise DatasetError(f"{files[0]}: cannot relabel for {env_name} ({type(e).__name__}: {e})")
   return data
 
 
@@ -140,7 +149,7 @@ def load_task(task: str, dataset_dir: str = DEFAULT_DATASET_DIR, *, num_shards: 
   action_dim = env.action_space.shape[0]
   datasets = []
   for files in (train_files, val_files):
-    data = _load_files(files, env_name, env) if files else None
+    data = _load_files(files, env_name, env, obs_dim, action_dim) if files else None
     if data is not None:
       data = {k: data[k] for k in ("observations", "actions", "rewards", "masks", "terminals",
                                    "next_observations")}

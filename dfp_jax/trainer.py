@@ -117,7 +117,8 @@ def train_and_evaluate(config, workdir: str, data=None) -> Dict[str, float]:
   # Offline phase: behaviour cloning by drifting (+ top-K in the offline-RL variant).
   use_topk = dfp.uses_topk(agent, online=False)
   k = max(1, tc.updates_per_dispatch)
-  step, t_log = 0, time.time()
+  step = step_log = 0
+  t_log = time.time()
   while step < tc.offline_steps:
     n = min(k, tc.offline_steps - step)
     key, upd_key = jax.random.split(key)
@@ -125,12 +126,13 @@ def train_and_evaluate(config, workdir: str, data=None) -> Dict[str, float]:
     prev, step = step, step + n
     bar.update(n)
     if step // tc.log_interval > prev // tc.log_interval or step == tc.offline_steps:
-      row = to_scalars(info)
-      row["steps_per_s"] = (step - prev) / max(time.time() - t_log, 1e-9) if n == k else np.nan
+      row = to_scalars(info)  # waits for the device, so the rate below is a real one
+      row["steps_per_s"] = (step - step_log) / max(time.time() - t_log, 1e-9)
       logger.write("train", step, row)
-    t_log = time.time()
+      step_log, t_log = step, time.time()
     if step // tc.eval_interval > prev // tc.eval_interval or step == tc.offline_steps:
       run_eval(step, "offline")
+      t_log = time.time()  # steps/s counts training only
   if tc.offline_steps > 0 and tc.eval_episodes > 0:
     summary["offline_success"] = last["success"]
 
@@ -139,7 +141,7 @@ def train_and_evaluate(config, workdir: str, data=None) -> Dict[str, float]:
     agent = dfp.reset_anchor(agent)
     use_topk = dfp.uses_topk(agent, online=True)
     bar.set_description("online")
-    episode = 0
+    episode, step_log, t_log = 0, 0, time.time()
     obs, _ = env.reset(seed=tc.train_seed + episode)
     queue, ep_return, ep_success = [], 0.0, []
     h = ac.chunk_len
@@ -164,16 +166,17 @@ def train_and_evaluate(config, workdir: str, data=None) -> Dict[str, float]:
         agent, info = online_update(agent, sample(), upd_key, use_topk=use_topk)
         if env_step % tc.log_interval == 0:
           row = to_scalars(info)
-          row["steps_per_s"] = tc.log_interval / max(time.time() - t_log, 1e-9)
+          row["steps_per_s"] = (env_step - step_log) / max(time.time() - t_log, 1e-9)
           row["episodes"] = episode
           if ep_success:
             row["train_success"] = float(np.mean(ep_success))
             ep_success = []
           logger.write("train", tc.offline_steps + env_step, row)
-          t_log = time.time()
+          step_log, t_log = env_step, time.time()
       bar.update(1)
       if env_step % tc.eval_interval == 0 or env_step == tc.online_steps:
         run_eval(tc.offline_steps + env_step, "online")
+        t_log = time.time()
     summary["online_success"] = last["success"]
   bar.close()
   logger.close()

@@ -1,0 +1,76 @@
+"""The `smoke` preset end to end through the real entry point, and the config presets."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from dfp_jax.metrics import read_csv
+from experiments.configs import dfp as dfp_configs
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _train(*args, cwd=ROOT):
+  return subprocess.run([sys.executable, "-m", "experiments.train", *args], cwd=cwd,
+                        capture_output=True, text=True, timeout=600)
+
+
+def test_smoke_preset_trains_end_to_end(tmp_path):
+  workdir = tmp_path / "run"
+  res = _train("--config=experiments/configs/dfp.py:smoke", f"--workdir={workdir}",
+               f"--config.env.dataset_dir={tmp_path / 'data'}")
+  assert res.returncode == 0, res.stderr[-3000:]
+  # It generated its dataset on first use...
+  assert (tmp_path / "data" / "cube-single-play-v0-val.npz").exists()
+  # ...and wrote the resolved config, metrics, TensorBoard events and a summary.
+  config = json.loads((workdir / "config.json").read_text())
+  assert config["env"]["task"] == "cube-single-play-singletask-task2-v0"
+  train = read_csv(str(workdir / "train.csv"))
+  evals = read_csv(str(workdir / "eval.csv"))
+  steps = config["train"]["offline_steps"] + config["train"]["online_steps"]
+  assert train["step"].max() == steps and evals["step"].max() == steps
+  assert set(evals["online"]) == {0.0, 1.0}  # both phases evaluated
+  for key in ("actor/loss", "critic/loss", "actor/bc_drift_norm", "steps_per_s"):
+    assert np.all(np.isfinite(train[key])), key
+  # The online phase uses the top-K term; the offline phase does not.
+  online = train["step"] > config["train"]["offline_steps"]
+  assert np.all(np.isfinite(train["actor/topk_loss"][online]))
+  assert np.all(np.isnan(train["actor/topk_loss"][~online]))
+  assert any(f.startswith("events") for f in os.listdir(workdir / "tb"))
+  summary = json.loads((workdir / "summary.json").read_text())
+  assert 0.0 <= summary["final_success"] <= 1.0 and summary["online_steps"] == 30
+
+
+def test_missing_dataset_is_one_clear_error(tmp_path):
+  res = _train("--config=experiments/configs/dfp.py:smoke", f"--workdir={tmp_path / 'run'}",
+               f"--config.env.dataset_dir={tmp_path / 'empty'}",
+               "--config.env.generate_episodes=0", "--config.env.task="
+               "cube-double-play-singletask-task2-v0")
+  assert res.returncode != 0
+  assert "Traceback" not in res.stderr
+  assert "python -m experiments.generate_ogbench --dataset=cube-double-play-v0" in res.stderr
+
+
+@pytest.mark.parametrize("preset", dfp_configs.PRESETS)
+def test_every_preset_builds(preset):
+  c = dfp_configs.get_config(preset)
+  assert c.agent.temperatures and c.agent.top_k <= c.agent.num_candidates
+
+
+def test_paper_presets_use_table5_values():
+  c = dfp_configs.get_config("cube-triple-task4")
+  assert c.env.task == "cube-triple-play-singletask-task4-v0"
+  a, t = c.agent, c.train
+  assert (t.batch_size, a.lr, a.discount, a.tau) == (256, 3e-4, 0.99, 5e-3)
+  assert (t.offline_steps, t.online_steps, t.start_training) == (1_000_000, 1_000_000, 5_000)
+  assert (a.chunk_len, a.num_candidates, a.num_gen, a.top_k, a.num_act_samples) == (5, 16, 8, 4, 16)
+  assert (a.topk_weight, a.ema_tau, tuple(a.temperatures)) == (0.5, 1e-4, (0.05,))
+  assert a.actor_hidden == (512,) * 4 and a.critic_ensemble == 2
+  assert c.env.success_timing == "post"
+  off = dfp_configs.get_config("offline-puzzle-4x4-task4")
+  assert (off.agent.top_k, off.agent.num_candidates, off.agent.chunk_len) == (16, 32, 1)
+  assert off.agent.topk_offline and off.train.online_steps == 0
