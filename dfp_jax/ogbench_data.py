@@ -131,18 +131,27 @@ def check_dataset(data: Dict[str, np.ndarray], obs_dim: int, action_dim: int, na
     raise DatasetError(f"{name}: actions outside [-1, 1] (max |a| = {np.abs(data['actions']).max():.3f})")
 
 
+def count_shards(task: str, dataset_dir: str = DEFAULT_DATASET_DIR) -> int:
+  """Number of training files of the task's dataset (1 unless it is sharded)."""
+  return len(_dataset_files(split_task_name(task)[1], dataset_dir, download=False)[0])
+
+
 def load_task(task: str, dataset_dir: str = DEFAULT_DATASET_DIR, *, num_shards: Optional[int] = None,
-              success_timing: str = "post", download: bool = True):
+              shard: Optional[int] = None, success_timing: str = "post", download: bool = True):
   """Env and relabelled (train, val) datasets of an OGBench single-task name.
 
   Datasets hold observations, actions, rewards, masks, terminals and
-  next_observations, float32, with the task's rewards. `num_shards` limits
-  how many shards of a sharded dataset (the 100M one) are read.
+  next_observations, float32, with the task's rewards. For a sharded dataset
+  (the 100M one), `num_shards` reads the first shards and `shard` reads one
+  shard (modulo their number); by default all are read.
   """
   env_name, dataset_name = split_task_name(task)
   env = make_env(task, success_timing=success_timing)
   train_files, val_files = _dataset_files(dataset_name, dataset_dir, download)
-  if num_shards is not None:
+  if shard is not None:
+    i = shard % len(train_files)
+    train_files, val_files = train_files[i:i + 1], val_files[i:i + 1] or val_files[:1]
+  elif num_shards is not None:
     train_files = train_files[:num_shards]
     val_files = val_files[:max(1, num_shards)]
   obs_dim = env.observation_space.shape[0]

@@ -74,10 +74,14 @@ def train_and_evaluate(config, workdir: str, data=None) -> Dict[str, float]:
   with open(os.path.join(workdir, "config.json"), "w") as f:
     f.write(config.to_json_best_effort(indent=2))
   tc, ac = config.train, config.agent
+  # Sharded data (the 100M dataset) is read one shard at a time, moving to the next
+  # every `shard_interval` offline steps, as Q-chunking's loader does.
+  rotate = data is None and config.env.shard_interval > 0 and ogbench_data.count_shards(
+      config.env.task, config.env.dataset_dir) > 1
+  load = functools.partial(ogbench_data.load_task, config.env.task, config.env.dataset_dir,
+                           success_timing=config.env.success_timing)
   if data is None:
-    env, dataset, _ = ogbench_data.load_task(
-        config.env.task, config.env.dataset_dir, num_shards=config.env.num_shards,
-        success_timing=config.env.success_timing)
+    env, dataset, _ = load(shard=0) if rotate else load(num_shards=config.env.num_shards)
     eval_env = ogbench_data.make_env(config.env.task, success_timing=config.env.success_timing)
   else:
     env, eval_env, dataset = data
@@ -104,6 +108,8 @@ def train_and_evaluate(config, workdir: str, data=None) -> Dict[str, float]:
 
   def run_eval(step, phase):
     nonlocal key
+    if tc.eval_episodes <= 0:
+      return
     key, eval_key = jax.random.split(key)
     t0 = time.time()
     res = evaluate(agent, eval_env, act_fn, eval_key, tc.eval_episodes, tc.eval_seed)
@@ -121,6 +127,12 @@ def train_and_evaluate(config, workdir: str, data=None) -> Dict[str, float]:
   t_log = time.time()
   while step < tc.offline_steps:
     n = min(k, tc.offline_steps - step)
+    if rotate:
+      n = min(n, config.env.shard_interval - step % config.env.shard_interval)
+      if step > 0 and step % config.env.shard_interval == 0:
+        _, dataset, _ = load(shard=step // config.env.shard_interval)
+        buffer = ReplayBuffer(dataset, len(dataset["observations"]) + tc.online_steps)
+        sample = functools.partial(buffer.sample, rng, tc.batch_size, ac.chunk_len, ac.discount)
     key, upd_key = jax.random.split(key)
     agent, info = offline_update(agent, _stack([sample() for _ in range(n)]), upd_key, use_topk)
     prev, step = step, step + n

@@ -78,13 +78,20 @@ def test_sharded_dataset_directory(tiny_cube_single, tmp_path):
   shard_dir.mkdir()
   for i in range(3):
     for suffix in ("", "-val"):
-      shutil.copy(os.path.join(tiny_cube_single, f"cube-single-play-v0{suffix}.npz"),
-                  shard_dir / f"cube-single-play-v0-{i:03d}{suffix}.npz")
+      with np.load(os.path.join(tiny_cube_single, f"cube-single-play-v0{suffix}.npz")) as f:
+        arrays = dict(f)
+      arrays["observations"] = arrays["observations"] + 100.0 * i  # tell the shards apart
+      np.savez(shard_dir / f"cube-single-play-v0-{i:03d}{suffix}.npz", **arrays)
   _, full, _ = ogbench_data.load_task("cube-single-play-singletask-task2-v0", str(tmp_path),
                                       download=False)
   _, two, _ = ogbench_data.load_task("cube-single-play-singletask-task2-v0", str(tmp_path),
                                      num_shards=2, download=False)
   assert len(full["observations"]) == 3 * 180 and len(two["observations"]) == 2 * 180
+  assert ogbench_data.count_shards("cube-single-play-singletask-task2-v0", str(tmp_path)) == 3
+  _, one, _ = ogbench_data.load_task("cube-single-play-singletask-task2-v0", str(tmp_path),
+                                     shard=4, download=False)  # shard 4 % 3 == 1
+  np.testing.assert_array_equal(one["observations"], full["observations"][180:360])
+  assert np.all(one["observations"] != full["observations"][:180])
 
 
 def test_check_dataset_rejects_nan_and_out_of_range_actions():

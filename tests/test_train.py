@@ -74,3 +74,28 @@ def test_paper_presets_use_table5_values():
   off = dfp_configs.get_config("offline-puzzle-4x4-task4")
   assert (off.agent.top_k, off.agent.num_candidates, off.agent.chunk_len) == (16, 32, 1)
   assert off.agent.topk_offline and off.train.online_steps == 0
+
+
+def test_sharded_data_rotates_one_shard_at_a_time(tiny_cube_single, tmp_path, monkeypatch):
+  from dfp_jax import ogbench_data, trainer
+  shard_dir = tmp_path / "data" / "cube-single-play-v0"
+  shard_dir.mkdir(parents=True)
+  for i in range(3):
+    for suffix in ("", "-val"):
+      os.symlink(os.path.join(tiny_cube_single, f"cube-single-play-v0{suffix}.npz"),
+                 shard_dir / f"cube-single-play-v0-{i:03d}{suffix}.npz")
+  loaded = []
+  real_load = ogbench_data.load_task
+
+  def spy(*args, **kwargs):
+    loaded.append(kwargs.get("shard"))
+    return real_load(*args, **kwargs)
+
+  monkeypatch.setattr(ogbench_data, "load_task", spy)
+  c = dfp_configs.get_config("smoke")
+  c.env.dataset_dir = str(tmp_path / "data")
+  c.env.shard_interval = 10
+  c.train.offline_steps, c.train.online_steps, c.train.eval_episodes = 35, 0, 0
+  c.train.tensorboard = False
+  trainer.train_and_evaluate(c, str(tmp_path / "run"))
+  assert loaded == [0, 1, 2, 3]  # shard 3 wraps around to the first file

@@ -35,6 +35,7 @@ def base_config():
   c.env.task = "cube-double-play-singletask-task2-v0"  # OGBench single-task name
   c.env.dataset_dir = "~/.ogbench/data"  # official npz files (downloaded here if a network exists)
   c.env.num_shards = config_dict.placeholder(int)  # read only this many shards of sharded data
+  c.env.shard_interval = 1_000  # sharded data: next shard every this many steps (0: no swaps)
   c.env.success_timing = "post"  # "post": the paper's (ogbench 1.1.2); ogbench >= 1.2 uses "pre"
   c.env.generate_episodes = 0   # > 0: generate this many play episodes if the data is missing
   c.env.generate_episode_length = config_dict.placeholder(int)  # None: the official length
@@ -59,8 +60,6 @@ def get_config(preset: str = "quick"):
   c = base_config()
   if preset in ONLINE_TASKS:
     c.env.task = ONLINE_TASKS[preset]
-    if "quadruple" in preset:
-      c.env.num_shards = 10  # see README: 10 of the 100M dataset's shards fit in host memory
   elif preset in OFFLINE_TASKS:
     # Pure offline RL: no chunking, no best-of-N', L_BC + lambda * L_topK from the start.
     c.env.task = OFFLINE_TASKS[preset]
