@@ -164,3 +164,56 @@ def test_unknown_dataset_rejected(tmp_path):
     with pytest.raises(ValueError, match='cube-double-play-v0'):
         gen.generate('cube-sextuple-play-v0', 1, str(tmp_path))
     assert not os.listdir(tmp_path)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Task-biased play.
+
+BIAS_LEN = 180  # Long enough for one pick-and-place (about 100-150 steps).
+
+
+def _task2_rewards(train_path):
+    env, tr, _ = ogbench.make_env_and_datasets('cube-single-play-singletask-task2-v0', dataset_path=train_path)
+    return tr['rewards'], tr['terminals']
+
+
+def test_task_goal_prob_solves_task(tmp_path):
+    kw = dict(episode_length=BIAS_LEN, val_episodes=1, seed=0, progress=False)
+    biased, _ = gen.generate('cube-single-play-v0', 2, str(tmp_path / 'b'), num_workers=1, task_goal_prob=1.0, **kw)
+    rewards, terminals = _task2_rewards(biased)
+    episodes = np.split(rewards, np.flatnonzero(terminals)[:-1] + 1)
+    # Every episode starts from the task's initial configuration (not solved) and then solves task 2.
+    assert len(episodes) == 2
+    for ep in episodes:
+        assert ep[0] == -1.0 and (ep == 0.0).any(), ep
+    # The task's initial cube configuration (task 2: cube at (0.35, 0, 0.02), +-1 cm) is used.
+    with np.load(biased) as f:
+        cube0 = f['qpos'][0, 14:17]
+    np.testing.assert_allclose(cube0, [0.35, 0.0, 0.02], atol=0.012)
+    # Worker-count invariance holds with biasing as well.
+    biased2, _ = gen.generate('cube-single-play-v0', 2, str(tmp_path / 'c'), num_workers=2, task_goal_prob=1.0, **kw)
+    with np.load(biased) as fa, np.load(biased2) as fb:
+        for k in fa.files:
+            np.testing.assert_array_equal(fa[k], fb[k], err_msg=k)
+
+
+def test_task_goal_prob_zero_is_default(tmp_path):
+    kw = dict(episode_length=BIAS_LEN, val_episodes=1, num_workers=1, seed=0, progress=False)
+    default = gen.generate('cube-single-play-v0', 1, str(tmp_path / 'a'), **kw)
+    zero = gen.generate('cube-single-play-v0', 1, str(tmp_path / 'b'), task_goal_prob=0.0, task_id=4, **kw)
+    for a, b in zip(default, zero):
+        with open(a, 'rb') as fa, open(b, 'rb') as fb:
+            assert fa.read() == fb.read()
+    # The plain play episode does not start at the task-2 goal.
+    rewards, _ = _task2_rewards(default[0])
+    assert rewards[0] == -1.0
+
+
+def test_task_goal_prob_validation(tmp_path):
+    with pytest.raises(ValueError, match='cube'):
+        gen.generate('scene-play-v0', 1, str(tmp_path), task_goal_prob=0.5)
+    with pytest.raises(ValueError, match='task_goal_prob'):
+        gen.generate('cube-single-play-v0', 1, str(tmp_path), task_goal_prob=1.5)
+    with pytest.raises(ValueError, match='task_id'):
+        gen.generate('cube-single-play-v0', 1, str(tmp_path), task_goal_prob=0.5, task_id=6)
+    assert not os.listdir(tmp_path)
