@@ -5,6 +5,7 @@ first use. Any config field can be overridden, e.g. `--config.agent.top_k=2`.
 """
 
 import os
+import re
 import sys
 
 from absl import app, flags
@@ -30,8 +31,11 @@ def ensure_dataset(env_config):
   from experiments import generate_ogbench
   print(f"generating {env_config.generate_episodes} play episodes of {dataset_name} "
         f"into {root} (first use only)")
+  task_id = re.search(r"-task(\d+)-", env_config.task)
   generate_ogbench.generate(dataset_name, env_config.generate_episodes, root,
-                            episode_length=env_config.generate_episode_length)
+                            episode_length=env_config.generate_episode_length,
+                            task_goal_prob=env_config.generate_task_goal_prob,
+                            task_id=int(task_id[1]) if task_id else None)
 
 
 def default_workdir(config):

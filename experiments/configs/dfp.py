@@ -39,6 +39,7 @@ def base_config():
   c.env.success_timing = "post"  # "post": the paper's (ogbench 1.1.2); ogbench >= 1.2 uses "pre"
   c.env.generate_episodes = 0   # > 0: generate this many play episodes if the data is missing
   c.env.generate_episode_length = config_dict.placeholder(int)  # None: the official length
+  c.env.generate_task_goal_prob = 0.0  # generated play: fraction of targets that are the task's goal
   c.agent = dfp.get_config()
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 256      # minibatch of chunks per update
@@ -69,18 +70,24 @@ def get_config(preset: str = "quick"):
     c.agent.top_k, c.agent.num_candidates = (16, 32) if "4x4" in preset else (8, 16)
     c.train.online_steps = 0
   elif preset == "quick":
+    # Small enough for a 2-core CPU in about 10 minutes including data generation. Its
+    # generated play data is task-biased: half of the oracle's targets (and starts) are
+    # task 2's, so the data is multimodal and only one mode is rewarded.
     c.env.task = "cube-single-play-singletask-task2-v0"
-    c.env.dataset_dir = "~/.cache/dfp_jax/quick"
+    c.env.dataset_dir = "~/.cache/dfp_jax/quick-taskbiased"
     c.env.generate_episodes = 100
     c.env.generate_episode_length = 1000
-    c.agent.actor_hidden = (256, 256, 256)
-    c.agent.critic_hidden = (256, 256, 256)
+    c.env.generate_task_goal_prob = 0.5
+    c.agent.actor_hidden = (256, 256)
+    c.agent.critic_hidden = (256, 256)
+    c.agent.num_target_samples = 8
+    c.train.batch_size = 128
     c.train.offline_steps = 10_000
-    c.train.online_steps = 20_000
-    c.train.start_training = 2_000
-    c.train.eval_interval = 5_000
-    c.train.eval_episodes = 10
-    c.train.log_interval = 1_000
+    c.train.online_steps = 10_000
+    c.train.start_training = 1_000
+    c.train.eval_interval = 2_500
+    c.train.eval_episodes = 20
+    c.train.log_interval = 500
   elif preset == "smoke":
     c.env.task = "cube-single-play-singletask-task2-v0"
     c.env.dataset_dir = "~/.cache/dfp_jax/smoke"
