@@ -70,7 +70,7 @@ def get_config(preset: str = "quick"):
     c.agent.top_k, c.agent.num_candidates = (16, 32) if "4x4" in preset else (8, 16)
     c.train.online_steps = 0
   elif preset == "quick":
-    # Small enough for a 2-core CPU in about 10 minutes including data generation. Its
+    # Small enough for a 2-core CPU in about 10 minutes including data generation (measured: README). Its
     # generated play data is task-biased: half of the oracle's targets (and starts) are
     # task 2's, so the data is multimodal and only one mode is rewarded.
     c.env.task = "cube-single-play-singletask-task2-v0"
@@ -82,7 +82,7 @@ def get_config(preset: str = "quick"):
     c.agent.critic_hidden = (256, 256)
     c.agent.num_target_samples = 8
     c.train.batch_size = 128
-    c.train.offline_steps = 10_000
+    c.train.offline_steps = 20_000
     c.train.online_steps = 10_000
     c.train.start_training = 1_000
     c.train.eval_interval = 2_500
