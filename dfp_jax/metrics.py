@@ -71,3 +71,27 @@ def read_csv(path: str) -> Dict[str, np.ndarray]:
   return {k: np.array([float(r[k]) if r[k] not in ("", None) else np.nan for r in rows])
           for k in rows[0]}
 
+
+
+def plot_learning_curve(workdir: str, offline_steps: int, out: str = "learning_curve.png") -> str:
+  """Eval success rate against steps, offline and online phases shaded; returns the PNG path."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  ev = read_csv(os.path.join(workdir, "eval.csv"))
+  fig, ax = plt.subplots(figsize=(5, 3.2), dpi=100)
+  if ev:
+    if (ev["online"] > 0).any():
+      ax.axvspan(offline_steps, ev["step"].max(), color="tab:orange", alpha=0.1,
+                 label="online phase")
+    ax.plot(ev["step"], ev["success"], "o-", color="tab:blue", label="eval success")
+  ax.set_xlabel("step (offline gradient steps, then env steps)")
+  ax.set_ylabel("success rate")
+  ax.set_ylim(-0.02, 1.02)
+  ax.grid(alpha=0.3)
+  ax.legend(loc="upper left", fontsize=8)
+  fig.tight_layout()
+  path = os.path.join(workdir, out)
+  fig.savefig(path)
+  plt.close(fig)
+  return path

@@ -16,7 +16,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from dfp_jax import dfp, ogbench_data
-from dfp_jax.metrics import MetricsLogger, to_scalars
+from dfp_jax.metrics import MetricsLogger, plot_learning_curve, to_scalars
 from dfp_jax.replay import ReplayBuffer
 
 
@@ -192,6 +192,8 @@ def train_and_evaluate(config, workdir: str, data=None) -> Dict[str, float]:
     summary["online_success"] = last["success"]
   bar.close()
   logger.close()
+  if tc.eval_episodes > 0:
+    plot_learning_curve(workdir, tc.offline_steps)
 
   summary.update({"final_success": last["success"], "final_return": last.get("return", np.nan),
                   "wall_time_s": time.time() - t_start, "offline_steps": tc.offline_steps,

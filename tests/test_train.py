@@ -41,6 +41,7 @@ def test_smoke_preset_trains_end_to_end(tmp_path):
   assert np.all(np.isfinite(train["actor/topk_loss"][online]))
   assert np.all(np.isnan(train["actor/topk_loss"][~online]))
   assert any(f.startswith("events") for f in os.listdir(workdir / "tb"))
+  assert (workdir / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
   summary = json.loads((workdir / "summary.json").read_text())
   assert 0.0 <= summary["final_success"] <= 1.0 and summary["online_steps"] == 30
 
