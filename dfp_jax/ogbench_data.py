@@ -69,11 +69,16 @@ def _dataset_files(dataset_name: str, dataset_dir: str, download: bool):
   train = os.path.join(root, f"{dataset_name}.npz")
   val = os.path.join(root, f"{dataset_name}-val.npz")
   if not (os.path.exists(train) and os.path.exists(val)) and download:
+    import socket
     import ogbench
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(60)  # a firewalled network must fail, not hang
     try:
       ogbench.download_datasets([dataset_name], root)
     except Exception as e:  # no network, HTTP error, ...: explained below
       print(f"download of {dataset_name} failed: {e}")
+    finally:
+      socket.setdefaulttimeout(previous)
   missing = [f for f in (train, val) if not os.path.exists(f)]
   if missing:
     raise DatasetError(
