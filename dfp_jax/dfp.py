@@ -18,6 +18,7 @@ import optax
 
 from dfp_jax import drifting
 from dfp_jax.networks import Actor, Critic
+from dfp_jax.parallel import example_keys
 
 
 def get_config():
@@ -90,9 +91,18 @@ def create(config, obs_dim: int, action_dim: int, key) -> DFPAgent:
       actor_opt_state=opt.init(actor_params), critic_opt_state=opt.init(critic_params))
 
 
-def sample_chunks(agent, params, obs, key, num):
-  """`num` clipped one-step samples per state. obs: [B, O] -> [B, num, S]."""
-  noise = jax.random.normal(key, (obs.shape[0], num, agent.chunk_size))
+def _fold(keys, tag):
+  return jax.vmap(jax.random.fold_in, (0, None))(keys, tag)
+
+
+def _noise(keys, num, size):
+  """Per-example standard normal noise. keys: [B, 2] -> [B, num, size]."""
+  return jax.vmap(lambda k: jax.random.normal(k, (num, size)))(keys)
+
+
+def sample_chunks(agent, params, obs, keys, num):
+  """`num` clipped one-step samples per state. obs: [B, O], keys: [B, 2] -> [B, num, S]."""
+  noise = _noise(keys, num, agent.chunk_size)
   obs = jnp.broadcast_to(obs[:, None], (obs.shape[0], num, obs.shape[-1]))
   return jnp.clip(agent.actor.apply({"params": params}, obs, noise), -1.0, 1.0)
 
@@ -103,9 +113,9 @@ def q_values(agent, params, obs, chunks):
   return agent.critic.apply({"params": params}, obs, chunks).mean(0)
 
 
-def best_of(agent, obs, key, num):
-  """Best of `num` actor samples under the online critic. [B, O] -> [B, S]."""
-  chunks = sample_chunks(agent, agent.actor_params, obs, key, num)
+def best_of(agent, obs, keys, num):
+  """Best of `num` actor samples under the online critic. [B, O], keys [B, 2] -> [B, S]."""
+  chunks = sample_chunks(agent, agent.actor_params, obs, keys, num)
   best = jnp.argmax(q_values(agent, agent.critic_params, obs, chunks), axis=-1)
   return jnp.take_along_axis(chunks, best[:, None, None], axis=1)[:, 0]
 
@@ -116,37 +126,38 @@ def top_k_positives(q, candidates, k):
   return jnp.take_along_axis(candidates, idx[..., None], axis=1)
 
 
-def critic_loss(agent, critic_params, batch, key):
-  """Chunked TD: y = R_h + gamma^h * mask * Qbar(s_{t+h}, best-of-M a')."""
+def critic_loss(agent, critic_params, batch, keys, axis_name=None):
+  """Chunked TD: y = R_h + gamma^h * mask * Qbar(s_{t+h}, best-of-M a'). keys: [B, 2]."""
   c = agent.config
-  next_chunk = best_of(agent, batch["next_observations"], key, c.num_target_samples)
+  next_chunk = best_of(agent, batch["next_observations"], keys, c.num_target_samples)
   next_q = agent.critic.apply({"params": agent.target_critic_params},
                               batch["next_observations"], next_chunk).mean(0)
   target = batch["rewards"] + c.discount**c.chunk_len * batch["masks"] * next_q
   target = jax.lax.stop_gradient(target)
   q = agent.critic.apply({"params": critic_params}, batch["observations"], batch["actions"])
   valid = batch["valid"]
-  loss = jnp.sum(valid * jnp.square(q - target).mean(0)) / jnp.maximum(valid.sum(), 1.0)
+  # Means over the global batch, so gradients averaged over devices are the global ones.
+  loss = (jnp.mean(valid * jnp.square(q - target).mean(0))
+          / jnp.maximum(drifting.batch_mean(valid, axis_name), 1e-8))
   return loss, {"critic/loss": loss, "critic/q_mean": q.mean(),
                 "critic/target_mean": target.mean()}
 
 
-def actor_loss(agent, actor_params, batch, key, use_topk: bool):
-  """L_BC (+ lambda * L_topK), both drifting the same generated samples."""
+def actor_loss(agent, actor_params, batch, keys, use_topk: bool, axis_name=None):
+  """L_BC (+ lambda * L_topK), both drifting the same generated samples. keys: [B, 2]."""
   c = agent.config
-  gen_key, cand_key = jax.random.split(key)
   obs = batch["observations"]
-  noise = jax.random.normal(gen_key, (obs.shape[0], c.num_gen, agent.chunk_size))
+  noise = _noise(_fold(keys, 0), c.num_gen, agent.chunk_size)
   gen = agent.actor.apply({"params": actor_params},
                           jnp.broadcast_to(obs[:, None], noise.shape[:2] + obs.shape[-1:]),
                           noise)  # [B, N_gen, S], unclipped
   drift = functools.partial(drifting.drift_loss, temperatures=tuple(c.temperatures),
-                            kernel=c.kernel)
+                            kernel=c.kernel, axis_name=axis_name)
   bc_loss, bc_info = drift(gen, batch["actions"][:, None], sample_mask=batch["valid"])
   info = {f"actor/bc_{k}": v for k, v in bc_info.items()}
   loss = bc_loss
   if use_topk:
-    candidates = sample_chunks(agent, agent.anchor_params, obs, cand_key, c.num_candidates)
+    candidates = sample_chunks(agent, agent.anchor_params, obs, _fold(keys, 1), c.num_candidates)
     q = q_values(agent, agent.critic_params, obs, candidates)
     positives = jax.lax.stop_gradient(top_k_positives(q, candidates, c.top_k))
     topk_loss, topk_info = drift(gen, positives)
@@ -171,15 +182,17 @@ def update(agent: DFPAgent, batch, key, *, use_topk: bool,
   (discounted h-step sums), masks [B] (0 after a true terminal), valid [B]
   (chunk stays in one episode), next_observations [B, O] (s_{t+h}).
   `axis_name`: mesh axis over which gradients are averaged when the batch is
-  sharded (data parallelism wraps this same function).
+  sharded (data parallelism wraps this same function). `key` is either one
+  PRNG key or per-example keys [B, 2] (`parallel.example_keys`).
   """
   chex.assert_rank(batch["observations"], 2)
   chex.assert_shape(batch["actions"], (batch["observations"].shape[0], agent.chunk_size))
-  critic_key, actor_key = jax.random.split(key)
+  batch_size = batch["observations"].shape[0]
+  keys = key if key.shape == (batch_size, 2) else example_keys(key, batch_size)
   (_, critic_info), critic_grads = jax.value_and_grad(critic_loss, argnums=1, has_aux=True)(
-      agent, agent.critic_params, batch, critic_key)
+      agent, agent.critic_params, batch, _fold(keys, 0), axis_name)
   (_, actor_info), actor_grads = jax.value_and_grad(actor_loss, argnums=1, has_aux=True)(
-      agent, agent.actor_params, batch, actor_key, use_topk)
+      agent, agent.actor_params, batch, _fold(keys, 1), use_topk, axis_name)
   if axis_name is not None:
     critic_grads, actor_grads = jax.lax.pmean((critic_grads, actor_grads), axis_name)
   opt = agent.optimizer
@@ -205,7 +218,7 @@ def act(agent: DFPAgent, obs, key, num_samples: Optional[int] = None):
   num = agent.config.num_act_samples if num_samples is None else num_samples
   single = obs.ndim == 1
   obs = obs[None] if single else obs
-  chunk = best_of(agent, obs, key, num)
+  chunk = best_of(agent, obs, example_keys(key, obs.shape[0]), num)
   return chunk[0] if single else chunk
 
 

@@ -20,7 +20,7 @@ KERNELS = ("laplace", "gaussian")
 _MASKED = 1e6
 
 
-def _mean(x, axis_name):
+def batch_mean(x, axis_name=None):
   """Mean over the whole (possibly device-sharded) minibatch."""
   m = jnp.mean(x)
   return jax.lax.pmean(m, axis_name) if axis_name is not None else m
@@ -81,7 +81,7 @@ def drifting_field(x, pos, neg, *, temperatures: Sequence[float] = (0.05,),
   if self_negatives:
     valid = valid.at[:, :cn].set(~jnp.eye(cg, cn, dtype=bool))
   # One scalar scale for the whole minibatch, over the pairs that exist.
-  total = _mean(jnp.where(valid, d, 0.0), axis_name)
+  total = batch_mean(jnp.where(valid, d, 0.0), axis_name)
   frac = jnp.mean(valid)
   scale = jnp.maximum(total / frac, min_scale)
   d_n = jnp.where(valid, d / scale, _MASKED)
@@ -106,18 +106,18 @@ def drifting_field(x, pos, neg, *, temperatures: Sequence[float] = (0.05,),
       attract = jnp.einsum("bij,bjs->bis", w_pos, pos_n)
       repel = jnp.einsum("bij,bjs->bis", w_neg, neg_n)
       v = attract - repel
-      info[f"attraction_r{r}"] = jnp.sqrt(_mean(jnp.sum(
+      info[f"attraction_r{r}"] = jnp.sqrt(batch_mean(jnp.sum(
           jnp.square(attract - jnp.sum(w_pos, -1, keepdims=True) * x_n), -1), axis_name))
-      info[f"repulsion_r{r}"] = jnp.sqrt(_mean(jnp.sum(
+      info[f"repulsion_r{r}"] = jnp.sqrt(batch_mean(jnp.sum(
           jnp.square(repel - jnp.sum(w_neg, -1, keepdims=True) * x_n), -1), axis_name))
     else:
       w = jax.nn.softmax(logits[..., cn:], axis=-1)
       v = jnp.einsum("bij,bjs->bis", w, pos_n) - x_n
-    rms = jnp.sqrt(_mean(jnp.square(v), axis_name))
+    rms = jnp.sqrt(batch_mean(jnp.square(v), axis_name))
     info[f"drift_rms_r{r}"] = rms
     field = field + (v / jnp.maximum(rms, 1e-8) if normalize else v)
   info["scale"] = scale
-  info["drift_norm"] = jnp.sqrt(_mean(jnp.sum(jnp.square(field), -1), axis_name))
+  info["drift_norm"] = jnp.sqrt(batch_mean(jnp.sum(jnp.square(field), -1), axis_name))
   return field, x_n, coord_scale, info
 
 
@@ -149,11 +149,13 @@ def drift_loss(gen, pos, neg=None, *, temperatures: Sequence[float] = (0.05,),
   x = gen / jax.lax.stop_gradient(coord_scale)
   target = jax.lax.stop_gradient(x_n + v)
   per_state = jnp.mean(jnp.square(x - target), axis=(1, 2))  # [B]
+  # The numerator is this shard's mean and the denominator the global one, so the
+  # average over devices of each device's gradient is the global gradient.
   if sample_mask is None:
-    loss = _mean(per_state, axis_name)
+    loss = jnp.mean(per_state)
   else:
-    num = _mean(per_state * sample_mask, axis_name)
-    loss = num / jnp.maximum(_mean(sample_mask, axis_name), 1e-8)
+    loss = (jnp.mean(per_state * sample_mask)
+            / jnp.maximum(batch_mean(sample_mask, axis_name), 1e-8))
   loss = weight * loss
-  info["loss"] = loss
+  info["loss"] = loss if axis_name is None else jax.lax.pmean(loss, axis_name)
   return loss, info

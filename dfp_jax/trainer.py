@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from dfp_jax import dfp, ogbench_data
+from dfp_jax import dfp, ogbench_data, parallel
 from dfp_jax.metrics import MetricsLogger, plot_learning_curve, to_scalars
 from dfp_jax.replay import ReplayBuffer
 
@@ -94,7 +94,13 @@ def train_and_evaluate(config, workdir: str, data=None) -> Dict[str, float]:
   rng = np.random.default_rng(config.seed)
   capacity = len(dataset["observations"]) + tc.online_steps
   buffer = ReplayBuffer(dataset, capacity)
-  offline_update, online_update = make_update_fns(dfp.update)
+  agent_update = dfp.update
+  if tc.data_parallel and jax.device_count() > 1:
+    mesh = parallel.make_mesh()
+    if tc.batch_size % mesh.size:
+      raise ValueError(f"batch_size {tc.batch_size} must be divisible by the {mesh.size} devices")
+    agent_update = parallel.data_parallel(dfp.update, mesh)
+  offline_update, online_update = make_update_fns(agent_update)
   act_fn = jax.jit(dfp.act)
   sample = functools.partial(buffer.sample, rng, tc.batch_size, ac.chunk_len, ac.discount)
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from dfp_jax import dfp
+from dfp_jax.parallel import example_keys
 
 
 def _small_config(**kw):
@@ -43,7 +44,7 @@ def _bandit_batch(rng, n, obs_dim=2):
 def _positive_fraction(agent, key, params=None):
   obs = jax.random.normal(key, (256, 2))
   chunks = dfp.sample_chunks(agent, agent.actor_params if params is None else params,
-                             obs, key, 8)
+                             obs, example_keys(key, 256), 8)
   return float(jnp.mean(chunks[..., 0] > 0))
 
 
@@ -67,7 +68,7 @@ def test_offline_bc_learns_both_modes(pretrained):
   # ...and the samples sit on the modes (|a| near 0.6), not in between.
   chunks = dfp.sample_chunks(pretrained, pretrained.actor_params,
                              jax.random.normal(jax.random.PRNGKey(6), (256, 2)),
-                             jax.random.PRNGKey(7), 8)
+                             example_keys(jax.random.PRNGKey(7), 256), 8)
   assert float(jnp.mean(jnp.abs(jnp.abs(chunks) - 0.6) < 0.2)) > 0.7
 
 
@@ -108,7 +109,8 @@ def test_act_returns_the_best_of_n_under_the_critic(pretrained):
   obs = jax.random.normal(jax.random.PRNGKey(3), (16, 2))
   key = jax.random.PRNGKey(4)
   chosen = dfp.act(pretrained, obs, key, num_samples=32)
-  samples = dfp.sample_chunks(pretrained, pretrained.actor_params, obs, key, 32)
+  samples = dfp.sample_chunks(pretrained, pretrained.actor_params, obs,
+                              example_keys(key, 16), 32)
   q = dfp.q_values(pretrained, pretrained.critic_params, obs, samples)
   best = jnp.take_along_axis(samples, jnp.argmax(q, -1)[:, None, None], 1)[:, 0]
   np.testing.assert_allclose(chosen, best, atol=1e-6)

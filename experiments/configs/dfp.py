@@ -47,6 +47,7 @@ def base_config():
   c.train.online_steps = 1_000_000   # environment steps of online fine-tuning
   c.train.start_training = 5_000     # online updates begin after this many env steps
   c.train.updates_per_dispatch = 10  # offline updates fused into one jitted scan
+  c.train.data_parallel = True       # split each batch over all devices when there are several
   c.train.eval_interval = 100_000    # steps between evaluations (each phase)
   c.train.eval_episodes = 50         # seeded evaluation episodes
   c.train.eval_seed = 1_000_000      # seed of the first evaluation episode

@@ -1,0 +1,62 @@
+"""Data parallelism with pmap semantics on `jax.shard_map`, and seeds as a vmap.
+
+Parallelism wraps an agent's `update(agent, batch, key, *, axis_name, ...)`;
+it is never a second copy of it. The global batch is split along its first
+axis over the mesh, the agent is replicated, each device averages its
+gradients with the others (`axis_name` inside the update) and every example
+draws its noise from its own key, derived from the step key on the global
+batch. So the result does not depend on the number of devices, up to float
+error in the reductions.
+"""
+
+import functools
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+DATA_AXIS = "data"
+
+
+def example_keys(key, batch_size: int):
+  """One PRNG key per example of the global batch: [B, 2]."""
+  return jax.random.split(key, batch_size)
+
+
+def make_mesh(devices=None, axis: str = DATA_AXIS) -> Mesh:
+  """A 1-D mesh over `devices` (default: every device of every host)."""
+  return Mesh(np.asarray(jax.devices() if devices is None else devices), (axis,))
+
+
+def data_parallel(update, mesh: Mesh, axis: str = DATA_AXIS):
+  """`update` run data-parallel over `mesh`; same signature, same results.
+
+  The returned function is traceable (jit it, or call it inside a jitted scan).
+  Metrics in the returned info are averaged over devices.
+  """
+
+  @functools.wraps(update)
+  def wrapped(agent, batch, key, **kwargs):
+    batch_size = jax.tree.leaves(batch)[0].shape[0]
+    if batch_size % mesh.size:
+      raise ValueError(f"global batch {batch_size} is not divisible by the {mesh.size} devices")
+
+    def local(agent, batch, keys):
+      agent, info = update(agent, batch, keys, axis_name=axis, **kwargs)
+      return agent, jax.lax.pmean(info, axis)
+
+    # check_vma=False gives pmap's semantics: gradients inside are per-device and
+    # the update averages them explicitly, so parameters stay replicated.
+    return jax.shard_map(local, mesh=mesh, in_specs=(P(), P(axis), P(axis)),
+                         out_specs=(P(), P()), check_vma=False)(
+                             agent, batch, example_keys(key, batch_size))
+
+  return wrapped
+
+
+def batch_sharding(mesh: Mesh, axis: str = DATA_AXIS) -> NamedSharding:
+  return NamedSharding(mesh, P(axis))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
