@@ -227,6 +227,6 @@ def reset_anchor(agent: DFPAgent) -> DFPAgent:
   return agent.replace(anchor_params=agent.actor_params)
 
 
-def uses_topk(agent: DFPAgent, online: bool) -> bool:
+def uses_topk(config, online: bool) -> bool:
   """Whether the update at this phase includes the top-K drift term."""
-  return bool(agent.config.use_topk and (online or agent.config.topk_offline))
+  return bool(config.use_topk and (online or config.topk_offline))

@@ -13,9 +13,11 @@ import numpy as np
 FIELDS = ("observations", "actions", "rewards", "masks", "terminals", "next_observations")
 
 
-def chunk_batch(data: Dict[str, np.ndarray], size: int, starts: np.ndarray,
-                chunk_len: int, discount: float) -> Dict[str, np.ndarray]:
+def chunk_batch(data, size: int, starts: np.ndarray, chunk_len: int,
+                discount: float) -> Dict[str, np.ndarray]:
   """Action chunks a_{t:t+h} starting at `starts`, with their h-step returns.
+
+  `data` is a dict of arrays in time order, or a function take(field, idx).
 
   Returns observations [B, O] (s_t), actions [B, h*A], rewards [B]
   (sum_i gamma^i r_{t+i}, stopping after the first solved step), masks [B]
@@ -23,64 +25,72 @@ def chunk_batch(data: Dict[str, np.ndarray], size: int, starts: np.ndarray,
   past the end of its episode or of the data: such chunks are masked out of
   the losses) and next_observations [B, O] (s_{t+h}).
   """
+  take = data if callable(data) else (lambda k, i: data[k][i])
   idx = starts[:, None] + np.arange(chunk_len)[None]  # [B, h]
   inside = idx < size
   idx = np.minimum(idx, size - 1)
-  ends = data["terminals"][idx] > 0
+  ends = take("terminals", idx) > 0
   # Step i belongs to the episode of step 0 iff no episode ended before it.
   same_episode = np.concatenate(
       [np.ones_like(ends[:, :1]), np.cumprod(~ends[:, :-1], axis=1).astype(bool)], axis=1)
   same_episode &= inside
-  solved = data["masks"][idx] == 0
+  solved = take("masks", idx) == 0
   # Rewards count up to and including the first solved step.
   before_solved = np.concatenate(
       [np.ones_like(solved[:, :1]), np.cumprod(~solved[:, :-1], axis=1).astype(bool)], axis=1)
   live = same_episode & before_solved
   gammas = discount ** np.arange(chunk_len, dtype=np.float32)
-  rewards = np.sum(data["rewards"][idx] * gammas * live, axis=1)
+  rewards = np.sum(take("rewards", idx) * gammas * live, axis=1)
   return {
-      "observations": data["observations"][starts],
-      "actions": data["actions"][idx].reshape(len(starts), -1),
+      "observations": take("observations", starts),
+      "actions": take("actions", idx).reshape(len(starts), -1),
       "rewards": rewards.astype(np.float32),
       "masks": (~np.any(solved & same_episode, axis=1)).astype(np.float32),
       "valid": same_episode[:, -1].astype(np.float32),
-      "next_observations": data["next_observations"][idx[:, -1]],
+      "next_observations": take("next_observations", idx[:, -1]),
   }
 
 
 class ReplayBuffer:
-  """Fixed-capacity transition store, initialised with the offline dataset.
+  """The offline dataset (shared, never copied or overwritten) plus online transitions.
 
-  The offline part is never overwritten; online transitions fill the rest of
-  the capacity and then wrap around over the online part only.
+  Seeds trained together share one offline dataset and keep their own online
+  part. The online part holds `online_capacity` transitions, then wraps around.
+  The offline data's last transition ends an episode, so no chunk runs from
+  offline into online data.
   """
 
-  def __init__(self, dataset: Dict[str, np.ndarray], capacity: int):
-    n = len(dataset["observations"])
-    if capacity < n:
-      raise ValueError(f"replay capacity {capacity} < offline dataset size {n}")
-    self.data = {}
-    for k in FIELDS:
-      arr = np.asarray(dataset[k])
-      self.data[k] = np.zeros((capacity,) + arr.shape[1:], arr.dtype)
-      self.data[k][:n] = arr
-    self.offline_size = n
-    self.capacity = capacity
-    self.size = n
-    self._cursor = n
+  def __init__(self, dataset: Dict[str, np.ndarray], online_capacity: int):
+    self.offline = {k: dataset[k] for k in FIELDS}
+    self.offline_size = len(dataset["observations"])
+    self.online = {k: np.zeros((max(online_capacity, 0),) + v.shape[1:], v.dtype)
+                   for k, v in self.offline.items()}
+    self.online_capacity = online_capacity
+    self.online_size = 0
+    self._cursor = 0
+
+  @property
+  def size(self):
+    return self.offline_size + self.online_size
 
   def add(self, transition: Dict[str, np.ndarray]):
     """Append one transition (keys: FIELDS)."""
-    if self._cursor >= self.capacity:
-      if self.capacity == self.offline_size:
-        raise ValueError("replay buffer has no room for online data")
-      self._cursor = self.offline_size
+    if self.online_capacity <= 0:
+      raise ValueError("replay buffer has no room for online data")
     for k in FIELDS:
-      self.data[k][self._cursor] = transition[k]
-    self._cursor += 1
-    self.size = max(self.size, self._cursor)
+      self.online[k][self._cursor] = transition[k]
+    self._cursor = (self._cursor + 1) % self.online_capacity
+    self.online_size = min(self.online_size + 1, self.online_capacity)
+
+  def _take(self, key, idx):
+    off = self.offline[key][np.minimum(idx, self.offline_size - 1)]
+    if self.online_size == 0:
+      return off
+    on = self.online[key][np.clip(idx - self.offline_size, 0, self.online_size - 1)]
+    is_on = (idx >= self.offline_size).reshape(idx.shape + (1,) * (off.ndim - idx.ndim))
+    return np.where(is_on, on, off)
 
   def sample(self, rng: np.random.Generator, batch_size: int, chunk_len: int,
              discount: float) -> Dict[str, np.ndarray]:
     starts = rng.integers(0, self.size, size=batch_size)
-    return chunk_batch(self.data, self.size, starts, chunk_len, discount)
+    return chunk_batch(self._take, self.size, starts, chunk_len, discount)

@@ -1,14 +1,18 @@
-"""Offline-then-online training loop (SPEC Algorithm 1) and evaluation.
+"""Offline-then-online training loop (SPEC Algorithm 1) and evaluation, for S seeds at once.
 
-The edge of the library: environments, the replay buffer, logging and the
+The edge of the library: environments, replay buffers, logging and the
 progress bar live here; all the math is in the jitted `dfp.update` / `dfp.act`.
+Seeds are a leading axis of the agent state, the batch and the keys, and every
+update and acting call is one `jax.vmap` over it. Each seed owns its random
+streams (init and update keys, minibatch sampling, environment resets), so
+seed k of a vectorised run computes what a run of seed k alone computes.
 """
 
 import functools
 import json
 import os
 import time
-from typing import Dict, Optional
+from typing import Dict, List, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -20,60 +24,119 @@ from dfp_jax.metrics import MetricsLogger, plot_learning_curve, to_scalars
 from dfp_jax.replay import ReplayBuffer
 
 
-def evaluate(agent, env, act_fn, key, num_episodes: int, seed: int) -> Dict[str, float]:
-  """Success rate, return and length over `num_episodes` seeded episodes.
+@jax.jit
+def _split_keys(keys):
+  """Per-seed split: keys [S, 2] -> (next keys [S, 2], subkeys [S, 2])."""
+  pairs = jax.vmap(jax.random.split)(keys)
+  return pairs[:, 0], pairs[:, 1]
 
-  Chunks are executed open loop: a new chunk is drawn when the queue empties.
+
+def env_seed(seed: int, episode: int) -> int:
+  """Reset seed of a training episode: distinct per (run seed, episode)."""
+  return int(np.random.SeedSequence([seed, episode]).generate_state(1)[0])
+
+
+class ChunkActor:
+  """Open-loop chunk queues for S environments; new chunks come from one vmapped act call.
+
+  Only seeds whose queue is empty consume a key, so each seed's key stream is
+  the one it would have alone.
   """
-  h, adim = agent.config.chunk_len, agent.action_dim
-  successes, returns, lengths = [], [], []
+
+  def __init__(self, act_fn, chunk_len: int, action_dim: int, num_seeds: int):
+    self.act_fn, self.h, self.adim = act_fn, chunk_len, action_dim
+    self.queues = [[] for _ in range(num_seeds)]
+
+  def clear(self, s: int):
+    self.queues[s] = []
+
+  def actions(self, agents, obs: Sequence[np.ndarray], keys, active: Sequence[bool]):
+    """Next action of every active seed; returns (actions, keys)."""
+    need = np.array([a and not q for a, q in zip(active, self.queues)])
+    if need.any():
+      new_keys, act_keys = _split_keys(keys)
+      chunks = np.asarray(self.act_fn(agents, jnp.asarray(np.stack(obs)), act_keys))
+      keys = jnp.where(jnp.asarray(need)[:, None], new_keys, keys)
+      for s in np.flatnonzero(need):
+        self.queues[s] = list(chunks[s].reshape(self.h, self.adim))
+    return [q.pop(0) if a else None for q, a in zip(self.queues, active)], keys
+
+
+def evaluate(agents, envs, act_fn, keys, num_episodes: int, seed: int, chunk_len: int,
+             action_dim: int):
+  """Success rate, return and length per seed over the same seeded episodes.
+
+  Returns (list of per-seed dicts, keys).
+  """
+  num_seeds = len(envs)
+  stats = {k: np.zeros((num_seeds, num_episodes)) for k in ("success", "return", "length")}
   for ep in range(num_episodes):
-    obs, _ = env.reset(seed=seed + ep)
-    queue, done, ret, length, info = [], False, 0.0, 0, {}
-    while not done:
-      if not queue:
-        key, act_key = jax.random.split(key)
-        queue = list(np.asarray(act_fn(agent, jnp.asarray(obs), act_key)).reshape(h, adim))
-      obs, reward, terminated, truncated, info = env.step(queue.pop(0))
-      ret += float(reward)
-      length += 1
-      done = terminated or truncated
-    successes.append(float(info.get("success", 0.0)))
-    returns.append(ret)
-    lengths.append(length)
-  return {"success": float(np.mean(successes)), "return": float(np.mean(returns)),
-          "length": float(np.mean(lengths))}
+    actor = ChunkActor(act_fn, chunk_len, action_dim, num_seeds)
+    obs = [env.reset(seed=seed + ep)[0] for env in envs]
+    done = [False] * num_seeds
+    while not all(done):
+      actions, keys = actor.actions(agents, obs, keys, [not d for d in done])
+      for s, env in enumerate(envs):
+        if done[s]:
+          continue
+        obs[s], reward, terminated, truncated, info = env.step(actions[s])
+        stats["return"][s, ep] += float(reward)
+        stats["length"][s, ep] += 1
+        if terminated or truncated:
+          done[s] = True
+          stats["success"][s, ep] = float(info.get("success", 0.0))
+  return [{k: float(v[s].mean()) for k, v in stats.items()} for s in range(num_seeds)], keys
+
+
+def make_update_fns(agent_update):
+  """Jitted (offline, online) updates over a leading seed axis.
+
+  Offline runs k steps per dispatch in a scan over stacked batches [k, S, B, ...].
+  """
+
+  def seeds_update(agents, batches, keys, use_topk):
+    return jax.vmap(functools.partial(agent_update, use_topk=use_topk))(agents, batches, keys)
+
+  def scanned(agents, batches, keys, use_topk):
+    def body(carry, batch):
+      agents, keys = carry
+      keys, step_keys = _split_keys(keys)
+      agents, info = seeds_update(agents, batch, step_keys, use_topk)
+      return (agents, keys), info
+    (agents, keys), infos = jax.lax.scan(body, (agents, keys), batches)
+    return agents, keys, jax.tree.map(lambda x: x[-1], infos)
+
+  def online(agents, batches, keys, use_topk):
+    keys, step_keys = _split_keys(keys)
+    agents, info = seeds_update(agents, batches, step_keys, use_topk)
+    return agents, keys, info
+
+  return (jax.jit(scanned, static_argnums=3), jax.jit(online, static_argnums=3))
 
 
 def _stack(batches):
   return {k: np.stack([b[k] for b in batches]) for k in batches[0]}
 
 
-def make_update_fns(agent_update):
-  """Jitted (offline, online) updates; offline runs k steps per dispatch in a scan."""
-
-  def scanned(agent, batches, key, use_topk):
-    def body(carry, batch):
-      agent, key = carry
-      key, step_key = jax.random.split(key)
-      agent, info = agent_update(agent, batch, step_key, use_topk=use_topk)
-      return (agent, key), info
-    (agent, _), infos = jax.lax.scan(body, (agent, key), batches)
-    return agent, jax.tree.map(lambda x: x[-1], infos)
-
-  return (jax.jit(scanned, static_argnums=3),
-          jax.jit(agent_update, static_argnames="use_topk"))
+def _seed_row(info, s):
+  return to_scalars({k: v[s] for k, v in info.items()})
 
 
-def train_and_evaluate(config, workdir: str, data=None) -> Dict[str, float]:
-  """Train one agent on one task; writes config, CSV/TensorBoard metrics and summary.json.
+def train_and_evaluate(config, workdir: str, data=None,
+                       seeds: Optional[Sequence[int]] = None) -> List[Dict]:
+  """Train one task for one or several seeds (vectorised); returns per-seed summaries.
 
-  `data` optionally passes (env, eval_env, train_dataset) to skip loading.
+  With `seeds`, seed k writes to `<workdir>/seed_<k>/`; without, `config.seed`
+  writes to `workdir`. Each run dir gets config.json, train.csv, eval.csv,
+  TensorBoard events, learning_curve.png and summary.json. `data` optionally
+  passes (env factory, train_dataset) to skip loading.
   """
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config.to_json_best_effort(indent=2))
+  seeds = [config.seed] if seeds is None else [int(s) for s in seeds]
+  workdirs = ([workdir] if len(seeds) == 1 and seeds[0] == config.seed and workdir
+              else [os.path.join(workdir, f"seed_{s}") for s in seeds])
+  num_seeds = len(seeds)
   tc, ac = config.train, config.agent
+
   # Sharded data (the 100M dataset) is read one shard at a time, moving to the next
   # every `shard_interval` offline steps, as Q-chunking's loader does.
   rotate = data is None and config.env.shard_interval > 0 and ogbench_data.count_shards(
@@ -81,19 +144,29 @@ def train_and_evaluate(config, workdir: str, data=None) -> Dict[str, float]:
   load = functools.partial(ogbench_data.load_task, config.env.task, config.env.dataset_dir,
                            success_timing=config.env.success_timing)
   if data is None:
-    env, dataset, _ = load(shard=0) if rotate else load(num_shards=config.env.num_shards)
-    eval_env = ogbench_data.make_env(config.env.task, success_timing=config.env.success_timing)
+    _, dataset, _ = load(shard=0) if rotate else load(num_shards=config.env.num_shards)
+    make_env = functools.partial(ogbench_data.make_env, config.env.task,
+                                 success_timing=config.env.success_timing)
   else:
-    env, eval_env, dataset = data
-  obs_dim = env.observation_space.shape[0]
-  action_dim = env.action_space.shape[0]
+    make_env, dataset = data
+  envs = [make_env() for _ in seeds]
+  eval_envs = [make_env() for _ in seeds]
+  obs_dim = envs[0].observation_space.shape[0]
+  action_dim = envs[0].action_space.shape[0]
 
-  key = jax.random.PRNGKey(config.seed)
-  key, init_key = jax.random.split(key)
-  agent = dfp.create(ac, obs_dim, action_dim, init_key)
-  rng = np.random.default_rng(config.seed)
-  capacity = len(dataset["observations"]) + tc.online_steps
-  buffer = ReplayBuffer(dataset, capacity)
+  keys = jnp.stack([jax.random.PRNGKey(s) for s in seeds])
+  keys, init_keys = _split_keys(keys)
+  agents = jax.vmap(lambda k: dfp.create(ac, obs_dim, action_dim, k))(init_keys)
+  rngs = [np.random.default_rng(s) for s in seeds]
+
+  def make_buffers(dataset):
+    buffers = [ReplayBuffer(dataset, tc.online_steps) for _ in seeds]
+    def sample_all():
+      return _stack([b.sample(r, tc.batch_size, ac.chunk_len, ac.discount)
+                     for b, r in zip(buffers, rngs)])
+    return buffers, sample_all
+
+  buffers, sample_all = make_buffers(dataset)
   agent_update = dfp.update
   if tc.data_parallel and jax.device_count() > 1:
     mesh = parallel.make_mesh()
@@ -101,33 +174,45 @@ def train_and_evaluate(config, workdir: str, data=None) -> Dict[str, float]:
       raise ValueError(f"batch_size {tc.batch_size} must be divisible by the {mesh.size} devices")
     agent_update = parallel.data_parallel(dfp.update, mesh)
   offline_update, online_update = make_update_fns(agent_update)
-  act_fn = jax.jit(dfp.act)
-  sample = functools.partial(buffer.sample, rng, tc.batch_size, ac.chunk_len, ac.discount)
+  act_fn = jax.jit(jax.vmap(dfp.act))
 
-  logger = MetricsLogger(workdir, tensorboard=tc.tensorboard)
-  total = tc.offline_steps + tc.online_steps
-  bar = tqdm(total=total, desc="offline", disable=not tc.progress_bar, dynamic_ncols=True,
-             mininterval=2.0)
-  last = {"success": float("nan")}
-  summary = {}
+  for d in workdirs:
+    os.makedirs(d, exist_ok=True)
+  for d, s in zip(workdirs, seeds):
+    resolved = config.copy_and_resolve_references()
+    resolved.seed = s
+    with open(os.path.join(d, "config.json"), "w") as f:
+      f.write(resolved.to_json_best_effort(indent=2))
+  loggers = [MetricsLogger(d, tensorboard=tc.tensorboard) for d in workdirs]
+  bar = tqdm(total=tc.offline_steps + tc.online_steps, desc="offline",
+             disable=not tc.progress_bar, dynamic_ncols=True, mininterval=2.0)
+  last = [{"success": float("nan")} for _ in seeds]
+  summaries = [{} for _ in seeds]
   t_start = time.time()
 
-  def run_eval(step, phase):
-    nonlocal key
+  def run_eval(step, phase, eval_keys):
     if tc.eval_episodes <= 0:
-      return
-    key, eval_key = jax.random.split(key)
+      return eval_keys
     t0 = time.time()
-    res = evaluate(agent, eval_env, act_fn, eval_key, tc.eval_episodes, tc.eval_seed)
-    res["eval_time_s"] = time.time() - t0
-    res["online"] = float(phase == "online")
-    logger.write("eval", step, res)
-    last.update(res)
-    bar.set_postfix(phase=phase, success=f"{res['success']:.2f}")
-    return res
+    results, eval_keys = evaluate(agents, eval_envs, act_fn, eval_keys, tc.eval_episodes,
+                                  tc.eval_seed, ac.chunk_len, action_dim)
+    for s, res in enumerate(results):
+      res["eval_time_s"] = time.time() - t0
+      res["online"] = float(phase == "online")
+      loggers[s].write("eval", step, res)
+      last[s].update(res)
+    bar.set_postfix(phase=phase, success=f"{np.mean([r['success'] for r in results]):.2f}")
+    return eval_keys
+
+  def log_train(step, info, extra):
+    for s in range(num_seeds):
+      loggers[s].write("train", step, {**_seed_row(info, s), **extra[s]})
+
+  # Evaluation draws from its own key stream so evaluating never changes training.
+  keys, eval_keys = _split_keys(keys)
 
   # Offline phase: behaviour cloning by drifting (+ top-K in the offline-RL variant).
-  use_topk = dfp.uses_topk(agent, online=False)
+  use_topk = dfp.uses_topk(ac, online=False)
   k = max(1, tc.updates_per_dispatch)
   step = step_log = 0
   t_log = time.time()
@@ -137,73 +222,79 @@ def train_and_evaluate(config, workdir: str, data=None) -> Dict[str, float]:
       n = min(n, config.env.shard_interval - step % config.env.shard_interval)
       if step > 0 and step % config.env.shard_interval == 0:
         _, dataset, _ = load(shard=step // config.env.shard_interval)
-        buffer = ReplayBuffer(dataset, len(dataset["observations"]) + tc.online_steps)
-        sample = functools.partial(buffer.sample, rng, tc.batch_size, ac.chunk_len, ac.discount)
-    key, upd_key = jax.random.split(key)
-    agent, info = offline_update(agent, _stack([sample() for _ in range(n)]), upd_key, use_topk)
+        buffers, sample_all = make_buffers(dataset)
+    agents, keys, info = offline_update(agents, _stack([sample_all() for _ in range(n)]),
+                                        keys, use_topk)
     prev, step = step, step + n
     bar.update(n)
     if step // tc.log_interval > prev // tc.log_interval or step == tc.offline_steps:
-      row = to_scalars(info)  # waits for the device, so the rate below is a real one
-      row["steps_per_s"] = (step - step_log) / max(time.time() - t_log, 1e-9)
-      logger.write("train", step, row)
+      jax.block_until_ready(info)  # so the rate below is a real one
+      rate = (step - step_log) / max(time.time() - t_log, 1e-9)
+      log_train(step, info, [{"steps_per_s": rate}] * num_seeds)
       step_log, t_log = step, time.time()
     if step // tc.eval_interval > prev // tc.eval_interval or step == tc.offline_steps:
-      run_eval(step, "offline")
+      eval_keys = run_eval(step, "offline", eval_keys)
       t_log = time.time()  # steps/s counts training only
   if tc.offline_steps > 0 and tc.eval_episodes > 0:
-    summary["offline_success"] = last["success"]
+    for s in range(num_seeds):
+      summaries[s]["offline_success"] = last[s]["success"]
 
-  # Online phase: best-of-N' acting, chunk queue, one update per env step.
+  # Online phase: best-of-N' acting, chunk queues, one update per env step.
   if tc.online_steps > 0:
-    agent = dfp.reset_anchor(agent)
-    use_topk = dfp.uses_topk(agent, online=True)
+    agents = jax.vmap(dfp.reset_anchor)(agents)
+    use_topk = dfp.uses_topk(ac, online=True)
     bar.set_description("online")
-    episode, step_log, t_log = 0, 0, time.time()
-    obs, _ = env.reset(seed=tc.train_seed + episode)
-    queue, ep_return, ep_success = [], 0.0, []
-    h = ac.chunk_len
+    episodes = [0] * num_seeds
+    obs = [env.reset(seed=env_seed(s, 0))[0] for env, s in zip(envs, seeds)]
+    actor = ChunkActor(act_fn, ac.chunk_len, action_dim, num_seeds)
+    ep_success = [[] for _ in seeds]
+    step_log, t_log = 0, time.time()
     for env_step in range(1, tc.online_steps + 1):
-      if not queue:
-        key, act_key = jax.random.split(key)
-        queue = list(np.asarray(act_fn(agent, jnp.asarray(obs), act_key)).reshape(h, action_dim))
-      action = queue.pop(0)
-      next_obs, reward, terminated, truncated, env_info = env.step(action)
-      ep_return += float(reward)
-      buffer.add({"observations": obs, "actions": action, "rewards": reward,
-                  "masks": 1.0 - float(terminated), "terminals": float(terminated or truncated),
-                  "next_observations": next_obs})
-      obs = next_obs
-      if terminated or truncated:
-        ep_success.append(float(env_info.get("success", 0.0)))
-        episode += 1
-        obs, _ = env.reset(seed=tc.train_seed + episode)
-        queue = []
+      actions, keys = actor.actions(agents, obs, keys, [True] * num_seeds)
+      for s, env in enumerate(envs):
+        next_obs, reward, terminated, truncated, env_info = env.step(actions[s])
+        buffers[s].add({"observations": obs[s], "actions": actions[s], "rewards": reward,
+                        "masks": 1.0 - float(terminated),
+                        "terminals": float(terminated or truncated),
+                        "next_observations": next_obs})
+        obs[s] = next_obs
+        if terminated or truncated:
+          ep_success[s].append(float(env_info.get("success", 0.0)))
+          episodes[s] += 1
+          obs[s] = env.reset(seed=env_seed(seeds[s], episodes[s]))[0]
+          actor.clear(s)
       if env_step >= tc.start_training:
-        key, upd_key = jax.random.split(key)
-        agent, info = online_update(agent, sample(), upd_key, use_topk=use_topk)
+        agents, keys, info = online_update(agents, sample_all(), keys, use_topk)
         if env_step % tc.log_interval == 0:
-          row = to_scalars(info)
-          row["steps_per_s"] = (env_step - step_log) / max(time.time() - t_log, 1e-9)
-          row["episodes"] = episode
-          if ep_success:
-            row["train_success"] = float(np.mean(ep_success))
-            ep_success = []
-          logger.write("train", tc.offline_steps + env_step, row)
+          jax.block_until_ready(info)
+          rate = (env_step - step_log) / max(time.time() - t_log, 1e-9)
+          extra = []
+          for s in range(num_seeds):
+            row = {"steps_per_s": rate, "episodes": episodes[s]}
+            if ep_success[s]:
+              row["train_success"] = float(np.mean(ep_success[s]))
+              ep_success[s] = []
+            extra.append(row)
+          log_train(tc.offline_steps + env_step, info, extra)
           step_log, t_log = env_step, time.time()
       bar.update(1)
       if env_step % tc.eval_interval == 0 or env_step == tc.online_steps:
-        run_eval(tc.offline_steps + env_step, "online")
+        eval_keys = run_eval(tc.offline_steps + env_step, "online", eval_keys)
         t_log = time.time()
-    summary["online_success"] = last["success"]
+    for s in range(num_seeds):
+      summaries[s]["online_success"] = last[s]["success"]
   bar.close()
-  logger.close()
-  if tc.eval_episodes > 0:
-    plot_learning_curve(workdir, tc.offline_steps)
 
-  summary.update({"final_success": last["success"], "final_return": last.get("return", np.nan),
-                  "wall_time_s": time.time() - t_start, "offline_steps": tc.offline_steps,
-                  "online_steps": tc.online_steps, "task": config.env.task, "seed": config.seed})
-  with open(os.path.join(workdir, "summary.json"), "w") as f:
-    json.dump(summary, f, indent=2)
-  return summary
+  wall = time.time() - t_start
+  for s, (d, logger) in enumerate(zip(workdirs, loggers)):
+    logger.close()
+    if tc.eval_episodes > 0:
+      plot_learning_curve(d, tc.offline_steps)
+    summaries[s].update({
+        "final_success": last[s]["success"], "final_return": last[s].get("return", np.nan),
+        "wall_time_s": wall, "num_seeds_vectorised": num_seeds,
+        "offline_steps": tc.offline_steps, "online_steps": tc.online_steps,
+        "task": config.env.task, "seed": seeds[s]})
+    with open(os.path.join(d, "summary.json"), "w") as f:
+      json.dump(summaries[s], f, indent=2)
+  return summaries

@@ -50,11 +50,12 @@ def main(argv):
   workdir = flags.FLAGS.workdir or default_workdir(config)
   try:
     ensure_dataset(config.env)
-    summary = trainer.train_and_evaluate(config, workdir)
+    summaries = trainer.train_and_evaluate(config, workdir)
   except ogbench_data.DatasetError as e:
     sys.exit(f"error: {e}")
-  print(f"done: {workdir}: " + ", ".join(
-      f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()))
+  for summary in summaries:
+    print(f"done: {workdir}: " + ", ".join(
+        f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()))
 
 
 if __name__ == "__main__":

@@ -73,16 +73,20 @@ def test_top_k_positives_are_the_best_candidates():
   np.testing.assert_array_equal(pos[1], cand[1, [0, 1]])
 
 
-def test_replay_buffer_keeps_offline_data_and_wraps_online_part():
+def test_replay_buffer_shares_offline_data_and_wraps_online_part():
   data, n = _episodes()
-  buf = ReplayBuffer(data, capacity=n + 2)
+  buf = ReplayBuffer(data, online_capacity=2)
+  assert buf.offline["observations"] is data["observations"]  # shared, not copied
   for i in range(5):
-    buf.add({"observations": np.full(2, 100 + i), "actions": np.array([0.0]), "rewards": 0.0,
-             "masks": 1.0, "terminals": 0.0, "next_observations": np.zeros(2)})
+    buf.add({"observations": np.full(2, 100 + i), "actions": np.array([0.0]), "rewards": 1.0,
+             "masks": 1.0, "terminals": float(i == 3), "next_observations": np.zeros(2)})
   assert buf.size == n + 2
-  np.testing.assert_array_equal(buf.data["observations"][:n], data["observations"])
-  np.testing.assert_array_equal(buf.data["observations"][n:, 0], [104, 103])
+  np.testing.assert_array_equal(buf.online["observations"][:, 0], [104, 103])
+  # Chunks are read across the offline/online boundary correctly.
+  b = chunk_batch(buf._take, buf.size, np.array([n - 1, n]), 2, GAMMA)
+  np.testing.assert_array_equal(b["observations"][:, 0], [8, 104])
+  np.testing.assert_array_equal(b["valid"], [0, 1])  # offline's last episode ended at n - 1
   batch = buf.sample(np.random.default_rng(0), 64, 3, GAMMA)
   assert batch["actions"].shape == (64, 3) and batch["valid"].shape == (64,)
-  with pytest.raises(ValueError, match="capacity"):
-    ReplayBuffer(data, capacity=n - 1)
+  with pytest.raises(ValueError, match="no room"):
+    ReplayBuffer(data, online_capacity=0).add({})
