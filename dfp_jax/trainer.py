@@ -122,18 +122,20 @@ def _seed_row(info, s):
   return to_scalars({k: v[s] for k, v in info.items()})
 
 
-def train_and_evaluate(config, workdir: str, data=None,
-                       seeds: Optional[Sequence[int]] = None) -> List[Dict]:
+def train_and_evaluate(config, workdir: str, data=None, seeds: Optional[Sequence[int]] = None,
+                       seed_dirs: Optional[bool] = None) -> List[Dict]:
   """Train one task for one or several seeds (vectorised); returns per-seed summaries.
 
-  With `seeds`, seed k writes to `<workdir>/seed_<k>/`; without, `config.seed`
-  writes to `workdir`. Each run dir gets config.json, train.csv, eval.csv,
+  `seeds` defaults to [config.seed]. Seed k writes to `<workdir>/seed_<k>/`
+  when `seed_dirs` (default: when `seeds` is given), else to `workdir`. Each run dir gets config.json, train.csv, eval.csv,
   TensorBoard events, learning_curve.png and summary.json. `data` optionally
   passes (env factory, train_dataset) to skip loading.
   """
+  seed_dirs = seeds is not None if seed_dirs is None else seed_dirs
   seeds = [config.seed] if seeds is None else [int(s) for s in seeds]
-  workdirs = ([workdir] if len(seeds) == 1 and seeds[0] == config.seed and workdir
-              else [os.path.join(workdir, f"seed_{s}") for s in seeds])
+  if not seed_dirs and len(seeds) > 1:
+    raise ValueError("several seeds need seed_dirs")
+  workdirs = ([os.path.join(workdir, f"seed_{s}") for s in seeds] if seed_dirs else [workdir])
   num_seeds = len(seeds)
   tc, ac = config.train, config.agent
 

@@ -2,8 +2,14 @@
 
 With no flags it runs the `quick` preset, generating its small dataset on
 first use. Any config field can be overridden, e.g. `--config.agent.top_k=2`.
+
+Sweeps: `--seeds=0,1,2,3,4` trains the seeds together as one vmapped program
+and writes `<workdir>/<task>/seed_<k>/`; `--tasks=cube-triple` (a group from
+the config file's TASK_GROUPS, or a comma list of presets) runs the tasks one
+after another, each with every seed and the same command-line overrides.
 """
 
+import importlib.util
 import os
 import re
 import sys
@@ -18,6 +24,9 @@ config_flags.DEFINE_config_file(
     "config", os.path.join(_CONFIGS, "dfp.py"), "Config file, optionally ':<preset>'.",
     lock_config=True)
 flags.DEFINE_string("workdir", None, "Output directory (default runs/<method>/<task>/seed_<seed>).")
+flags.DEFINE_list("seeds", None, "Seeds trained together, vectorised (default: config.seed alone).")
+flags.DEFINE_list("tasks", None, "Presets or preset groups to sweep, one after another.")
+FLAGS = flags.FLAGS
 
 
 def ensure_dataset(env_config):
@@ -42,20 +51,49 @@ def default_workdir(config):
   return os.path.join("runs", config.method, config.env.task, f"seed_{config.seed}")
 
 
+def sweep_configs(path, tasks, overrides):
+  """One config per preset in `tasks` (groups expanded), with the flat `overrides` applied."""
+  spec = importlib.util.spec_from_file_location("sweep_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  groups = getattr(module, "TASK_GROUPS", {})
+  presets = [p for t in tasks for p in groups.get(t, [t])]
+  configs = []
+  for preset in presets:
+    config = module.get_config(preset)
+    config.update_from_flattened_dict(overrides)
+    configs.append(config)
+  return configs
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   from dfp_jax import trainer
-  config = flags.FLAGS.config
-  workdir = flags.FLAGS.workdir or default_workdir(config)
   try:
-    ensure_dataset(config.env)
-    summaries = trainer.train_and_evaluate(config, workdir)
-  except ogbench_data.DatasetError as e:
+    configs = [FLAGS.config]
+    if FLAGS.tasks:
+      configs = sweep_configs(config_flags.get_config_filename(FLAGS["config"]), FLAGS.tasks,
+                              config_flags.get_override_values(FLAGS["config"]))
+  except ValueError as e:
     sys.exit(f"error: {e}")
-  for summary in summaries:
-    print(f"done: {workdir}: " + ", ".join(
-        f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()))
+  seeds = [int(s) for s in FLAGS.seeds] if FLAGS.seeds else None
+  sweep = bool(FLAGS.tasks or FLAGS.seeds)
+  for config in configs:
+    if sweep:
+      workdir = os.path.join(FLAGS.workdir or os.path.join("runs", config.method), config.env.task)
+    else:
+      workdir = FLAGS.workdir or default_workdir(config)
+    try:
+      ensure_dataset(config.env)
+      summaries = trainer.train_and_evaluate(config, workdir,
+                                             seeds=seeds if sweep else None,
+                                             seed_dirs=sweep)
+    except ogbench_data.DatasetError as e:
+      sys.exit(f"error: {e}")
+    for summary in summaries:
+      print(f"done: {config.env.task} seed {summary['seed']}: " + ", ".join(
+          f"{k}={v:.3f}" for k, v in summary.items() if isinstance(v, float)))
 
 
 if __name__ == "__main__":

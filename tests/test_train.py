@@ -124,3 +124,25 @@ def test_vectorised_seeds_equal_single_runs(tiny_cube_single, tmp_path):
   other = read_csv(str(tmp_path / "vec" / "seed_0" / "train.csv"))
   assert np.abs(other["critic/q_mean"] - vec["critic/q_mean"]).max() > 1e-3
   assert json.loads((tmp_path / "vec" / "seed_0" / "config.json").read_text())["seed"] == 0
+
+
+def test_seed_and_task_sweep_from_the_entry_point(tmp_path):
+  res = _train("--tasks=smoke", "--seeds=0,1", f"--workdir={tmp_path}",
+               f"--config.env.dataset_dir={tmp_path / 'data'}", "--config.train.online_steps=12")
+  assert res.returncode == 0, res.stderr[-3000:]
+  for seed in (0, 1):
+    run = tmp_path / "cube-single-play-singletask-task2-v0" / f"seed_{seed}"
+    config = json.loads((run / "config.json").read_text())
+    assert config["seed"] == seed and config["train"]["online_steps"] == 12  # override kept
+    assert json.loads((run / "summary.json").read_text())["num_seeds_vectorised"] == 2
+
+
+def test_task_groups_expand_with_overrides():
+  from experiments import train
+  configs = train.sweep_configs(os.path.join(ROOT, "experiments/configs/dfp.py"),
+                                ["cube-triple", "quick"], {"agent.top_k": 2})
+  assert [c.env.task for c in configs] == [
+      "cube-triple-play-singletask-task2-v0", "cube-triple-play-singletask-task3-v0",
+      "cube-triple-play-singletask-task4-v0", "cube-single-play-singletask-task2-v0"]
+  assert all(c.agent.top_k == 2 for c in configs)
+  assert configs[0].agent.actor_hidden == (512,) * 4  # each preset's own values otherwise

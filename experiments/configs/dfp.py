@@ -25,6 +25,14 @@ OFFLINE_TASKS = {
     "offline-puzzle-4x4-task4": "puzzle-4x4-play-singletask-task4-v0",
 }
 PRESETS = tuple(ONLINE_TASKS) + tuple(OFFLINE_TASKS) + ("quick", "smoke")
+# Named groups for `--tasks=` sweeps.
+TASK_GROUPS = {
+    "cube-double": [p for p in ONLINE_TASKS if p.startswith("cube-double")],
+    "cube-triple": [p for p in ONLINE_TASKS if p.startswith("cube-triple")],
+    "cube-quadruple-100m": [p for p in ONLINE_TASKS if p.startswith("cube-quadruple")],
+    "paper": list(ONLINE_TASKS),
+    "offline": list(OFFLINE_TASKS),
+}
 
 
 def base_config():
