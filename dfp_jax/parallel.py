@@ -60,3 +60,36 @@ def batch_sharding(mesh: Mesh, axis: str = DATA_AXIS) -> NamedSharding:
 
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
+
+
+def to_global(tree, mesh: Mesh, spec: P):
+  """Host numpy `tree` (identical on every process) -> global arrays sharded by `spec`.
+
+  Each process transfers only the slices its own devices hold, so in a
+  multi-host run every host feeds its own shard of the batch.
+  """
+  sharding = NamedSharding(mesh, spec)
+
+  def put(x):
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
+
+  return jax.tree.map(put, tree)
+
+
+def to_host(tree):
+  """Arrays -> numpy; a replicated array spread over several hosts is read locally."""
+  def get(x):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      x = x.addressable_data(0)
+    return np.asarray(x)
+  return jax.tree.map(get, tree)
+
+
+def initialize_distributed(coordinator_address=None, num_processes=None, process_id=None):
+  """`jax.distributed.initialize`, explicit or auto-detected (TPU pods, SLURM)."""
+  if coordinator_address:
+    jax.distributed.initialize(coordinator_address=coordinator_address,
+                               num_processes=num_processes, process_id=process_id)
+  else:
+    jax.distributed.initialize()

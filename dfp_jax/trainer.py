@@ -31,6 +31,11 @@ def _split_keys(keys):
   return pairs[:, 0], pairs[:, 1]
 
 
+@jax.jit
+def _select(need, new_keys, keys):
+  return jnp.where(need[:, None], new_keys, keys)
+
+
 def env_seed(seed: int, episode: int) -> int:
   """Reset seed of a training episode: distinct per (run seed, episode)."""
   return int(np.random.SeedSequence([seed, episode]).generate_state(1)[0])
@@ -55,8 +60,8 @@ class ChunkActor:
     need = np.array([a and not q for a, q in zip(active, self.queues)])
     if need.any():
       new_keys, act_keys = _split_keys(keys)
-      chunks = np.asarray(self.act_fn(agents, jnp.asarray(np.stack(obs)), act_keys))
-      keys = jnp.where(jnp.asarray(need)[:, None], new_keys, keys)
+      chunks = parallel.to_host(self.act_fn(agents, np.stack(obs), act_keys))
+      keys = _select(need, new_keys, keys)
       for s in np.flatnonzero(need):
         self.queues[s] = list(chunks[s].reshape(self.h, self.adim))
     return [q.pop(0) if a else None for q, a in zip(self.queues, active)], keys
@@ -119,7 +124,7 @@ def _stack(batches):
 
 
 def _seed_row(info, s):
-  return to_scalars({k: v[s] for k, v in info.items()})
+  return to_scalars({k: v[s] for k, v in parallel.to_host(info).items()})
 
 
 def train_and_evaluate(config, workdir: str, data=None, seeds: Optional[Sequence[int]] = None,
@@ -138,6 +143,7 @@ def train_and_evaluate(config, workdir: str, data=None, seeds: Optional[Sequence
   workdirs = ([os.path.join(workdir, f"seed_{s}") for s in seeds] if seed_dirs else [workdir])
   num_seeds = len(seeds)
   tc, ac = config.train, config.agent
+  is_main = jax.process_index() == 0  # the one process that writes
 
   # Sharded data (the 100M dataset) is read one shard at a time, moving to the next
   # every `shard_interval` offline steps, as Q-chunking's loader does.
@@ -170,14 +176,26 @@ def train_and_evaluate(config, workdir: str, data=None, seeds: Optional[Sequence
 
   buffers, sample_all = make_buffers(dataset)
   agent_update = dfp.update
+  multi_host = jax.process_count() > 1
+  if multi_host and not tc.data_parallel:
+    raise ValueError("a multi-process run needs train.data_parallel=True")
   if tc.data_parallel and jax.device_count() > 1:
     mesh = parallel.make_mesh()
     if tc.batch_size % mesh.size:
       raise ValueError(f"batch_size {tc.batch_size} must be divisible by the {mesh.size} devices")
     agent_update = parallel.data_parallel(dfp.update, mesh)
+  if multi_host:
+    # Every process samples the same global batch (same seeds) and transfers its shard.
+    agents, keys = parallel.to_global(jax.device_get((agents, keys)), mesh, parallel.P())
+    batch_axis = lambda lead: parallel.P(*([None] * lead), parallel.DATA_AXIS)
+    global_batch = lambda b, lead: parallel.to_global(b, mesh, batch_axis(lead))
+  else:
+    global_batch = lambda b, lead: b
   offline_update, online_update = make_update_fns(agent_update)
   act_fn = jax.jit(jax.vmap(dfp.act))
 
+  if not is_main:
+    workdirs = []
   for d in workdirs:
     os.makedirs(d, exist_ok=True)
   for d, s in zip(workdirs, seeds):
@@ -187,7 +205,7 @@ def train_and_evaluate(config, workdir: str, data=None, seeds: Optional[Sequence
       f.write(resolved.to_json_best_effort(indent=2))
   loggers = [MetricsLogger(d, tensorboard=tc.tensorboard) for d in workdirs]
   bar = tqdm(total=tc.offline_steps + tc.online_steps, desc="offline",
-             disable=not tc.progress_bar, dynamic_ncols=True, mininterval=2.0)
+             disable=not (tc.progress_bar and is_main), dynamic_ncols=True, mininterval=2.0)
   last = [{"success": float("nan")} for _ in seeds]
   summaries = [{} for _ in seeds]
   t_start = time.time()
@@ -201,14 +219,15 @@ def train_and_evaluate(config, workdir: str, data=None, seeds: Optional[Sequence
     for s, res in enumerate(results):
       res["eval_time_s"] = time.time() - t0
       res["online"] = float(phase == "online")
-      loggers[s].write("eval", step, res)
+      if loggers:
+        loggers[s].write("eval", step, res)
       last[s].update(res)
     bar.set_postfix(phase=phase, success=f"{np.mean([r['success'] for r in results]):.2f}")
     return eval_keys
 
   def log_train(step, info, extra):
-    for s in range(num_seeds):
-      loggers[s].write("train", step, {**_seed_row(info, s), **extra[s]})
+    for s, logger in enumerate(loggers):
+      logger.write("train", step, {**_seed_row(info, s), **extra[s]})
 
   # Evaluation draws from its own key stream so evaluating never changes training.
   keys, eval_keys = _split_keys(keys)
@@ -225,8 +244,8 @@ def train_and_evaluate(config, workdir: str, data=None, seeds: Optional[Sequence
       if step > 0 and step % config.env.shard_interval == 0:
         _, dataset, _ = load(shard=step // config.env.shard_interval)
         buffers, sample_all = make_buffers(dataset)
-    agents, keys, info = offline_update(agents, _stack([sample_all() for _ in range(n)]),
-                                        keys, use_topk)
+    batches = global_batch(_stack([sample_all() for _ in range(n)]), 2)  # [n, S, B, ...]
+    agents, keys, info = offline_update(agents, batches, keys, use_topk)
     prev, step = step, step + n
     bar.update(n)
     if step // tc.log_interval > prev // tc.log_interval or step == tc.offline_steps:
@@ -243,7 +262,7 @@ def train_and_evaluate(config, workdir: str, data=None, seeds: Optional[Sequence
 
   # Online phase: best-of-N' acting, chunk queues, one update per env step.
   if tc.online_steps > 0:
-    agents = jax.vmap(dfp.reset_anchor)(agents)
+    agents = jax.jit(jax.vmap(dfp.reset_anchor))(agents)
     use_topk = dfp.uses_topk(ac, online=True)
     bar.set_description("online")
     episodes = [0] * num_seeds
@@ -266,7 +285,7 @@ def train_and_evaluate(config, workdir: str, data=None, seeds: Optional[Sequence
           obs[s] = env.reset(seed=env_seed(seeds[s], episodes[s]))[0]
           actor.clear(s)
       if env_step >= tc.start_training:
-        agents, keys, info = online_update(agents, sample_all(), keys, use_topk)
+        agents, keys, info = online_update(agents, global_batch(sample_all(), 1), keys, use_topk)
         if env_step % tc.log_interval == 0:
           jax.block_until_ready(info)
           rate = (env_step - step_log) / max(time.time() - t_log, 1e-9)
@@ -288,15 +307,17 @@ def train_and_evaluate(config, workdir: str, data=None, seeds: Optional[Sequence
   bar.close()
 
   wall = time.time() - t_start
+  for s in range(num_seeds):
+    summaries[s].update({
+        "final_success": last[s]["success"], "final_return": last[s].get("return", np.nan),
+        "wall_time_s": wall, "num_seeds_vectorised": num_seeds,
+        "num_devices": jax.device_count(), "num_processes": jax.process_count(),
+        "offline_steps": tc.offline_steps, "online_steps": tc.online_steps,
+        "task": config.env.task, "seed": seeds[s]})
   for s, (d, logger) in enumerate(zip(workdirs, loggers)):
     logger.close()
     if tc.eval_episodes > 0:
       plot_learning_curve(d, tc.offline_steps)
-    summaries[s].update({
-        "final_success": last[s]["success"], "final_return": last[s].get("return", np.nan),
-        "wall_time_s": wall, "num_seeds_vectorised": num_seeds,
-        "offline_steps": tc.offline_steps, "online_steps": tc.online_steps,
-        "task": config.env.task, "seed": seeds[s]})
     with open(os.path.join(d, "summary.json"), "w") as f:
       json.dump(summaries[s], f, indent=2)
   return summaries

@@ -14,6 +14,7 @@ import os
 import re
 import sys
 
+import jax
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -26,6 +27,11 @@ config_flags.DEFINE_config_file(
 flags.DEFINE_string("workdir", None, "Output directory (default runs/<method>/<task>/seed_<seed>).")
 flags.DEFINE_list("seeds", None, "Seeds trained together, vectorised (default: config.seed alone).")
 flags.DEFINE_list("tasks", None, "Presets or preset groups to sweep, one after another.")
+flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (auto-detects TPU pods "
+                  "and SLURM; or give the three flags below).")
+flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for explicit multi-process.")
+flags.DEFINE_integer("num_processes", None, "Number of processes, with --coordinator_address.")
+flags.DEFINE_integer("process_id", None, "This process's index, with --coordinator_address.")
 FLAGS = flags.FLAGS
 
 
@@ -69,6 +75,10 @@ def sweep_configs(path, tasks, overrides):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if FLAGS.distributed or FLAGS.coordinator_address:
+    from dfp_jax import parallel
+    parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
+                                    FLAGS.process_id)
   from dfp_jax import trainer
   try:
     configs = [FLAGS.config]
@@ -85,13 +95,17 @@ def main(argv):
     else:
       workdir = FLAGS.workdir or default_workdir(config)
     try:
-      ensure_dataset(config.env)
+      if jax.process_index() == 0:
+        ensure_dataset(config.env)
+      if jax.process_count() > 1:  # the others wait until process 0 has the data
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices("dataset ready")
       summaries = trainer.train_and_evaluate(config, workdir,
                                              seeds=seeds if sweep else None,
                                              seed_dirs=sweep)
     except ogbench_data.DatasetError as e:
       sys.exit(f"error: {e}")
-    for summary in summaries:
+    for summary in summaries if jax.process_index() == 0 else []:
       print(f"done: {config.env.task} seed {summary['seed']}: " + ", ".join(
           f"{k}={v:.3f}" for k, v in summary.items() if isinstance(v, float)))
 

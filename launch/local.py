@@ -1,0 +1,53 @@
+"""Several training processes on this machine, joined by jax.distributed (tests the multi-host path).
+
+  python launch/local.py --num_processes=2 --devices_per_process=2 [--dry-run] -- \\
+      --config=experiments/configs/dfp.py:smoke --workdir=runs/mp
+
+Each process gets `devices_per_process` CPU devices (XLA_FLAGS) and the
+coordinator/process flags; process 0 writes the outputs.
+"""
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+
+from _common import quote, train_args
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def commands(num_processes, devices_per_process, port, args):
+  env = f"XLA_FLAGS=--xla_force_host_platform_device_count={devices_per_process}"
+  return [[env, sys.executable, "-m", "experiments.train",
+           f"--coordinator_address=localhost:{port}", f"--num_processes={num_processes}",
+           f"--process_id={i}", *args] for i in range(num_processes)]
+
+
+def main(argv):
+  own = argv[:argv.index("--")] if "--" in argv else argv
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--num_processes", type=int, default=2)
+  p.add_argument("--devices_per_process", type=int, default=1)
+  p.add_argument("--port", type=int, default=0, help="coordinator port (0: a free one)")
+  p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+  opts = p.parse_args(own)
+  cmds = commands(opts.num_processes, opts.devices_per_process, opts.port or free_port(),
+                  train_args(argv))
+  for cmd in cmds:
+    print(quote(cmd), flush=True)
+  if opts.dry_run:
+    return 0
+  procs = [subprocess.Popen(cmd[1:], env=dict(os.environ, XLA_FLAGS=cmd[0].split("=", 1)[1]))
+           for cmd in cmds]
+  codes = [p.wait() for p in procs]
+  return max(codes, key=abs)
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv[1:]))
