@@ -1,6 +1,10 @@
-"""Training-step throughput and best-of-N' action latency, printed as a table.
+"""Training-step throughput and best-of-N' action latency, printed as tables.
 
   python -m experiments.benchmark [--presets=cube-double-task2,quick] [--iters=20]
+                                  [--seed_counts=1,5,10]
+
+The second table compares S seeds trained as one vmapped update with the same
+S seeds run one after another (S single updates).
 
 Times one jitted call at a time (block_until_ready after each), after a
 warm-up call that compiles; inputs are random arrays of the task's sizes.
@@ -20,6 +24,7 @@ from experiments.configs import dfp as dfp_configs
 
 flags.DEFINE_list("presets", ["cube-double-task2", "quick"], "Config presets to measure.")
 flags.DEFINE_integer("iters", 20, "Timed calls per measurement.")
+flags.DEFINE_list("seed_counts", ["1", "5", "10"], "Seed counts S for the vectorised table.")
 flags.DEFINE_integer("obs_dim", 40, "Observation size (cube-double: 40).")
 flags.DEFINE_integer("action_dim", 5, "Action size (OGBench manipulation: 5).")
 FLAGS = flags.FLAGS
@@ -37,18 +42,20 @@ def time_calls(fn, args_fn, iters):
   return 1e3 * float(np.median(times))
 
 
-def measure(config, obs_dim, action_dim, iters):
-  ac, batch_size = config.agent, config.train.batch_size
-  agent = dfp.create(ac, obs_dim, action_dim, jax.random.PRNGKey(0))
-  rng = np.random.default_rng(0)
-  s = ac.chunk_len * action_dim
-  batch = {
+def random_batch(rng, batch_size, obs_dim, s):
+  return {
       "observations": jnp.asarray(rng.standard_normal((batch_size, obs_dim)), jnp.float32),
       "actions": jnp.asarray(rng.uniform(-1, 1, (batch_size, s)), jnp.float32),
       "rewards": -jnp.ones(batch_size), "masks": jnp.ones(batch_size),
       "valid": jnp.ones(batch_size),
       "next_observations": jnp.asarray(rng.standard_normal((batch_size, obs_dim)), jnp.float32),
   }
+
+
+def measure(config, obs_dim, action_dim, iters):
+  ac, batch_size = config.agent, config.train.batch_size
+  agent = dfp.create(ac, obs_dim, action_dim, jax.random.PRNGKey(0))
+  batch = random_batch(np.random.default_rng(0), batch_size, obs_dim, ac.chunk_len * action_dim)
   row = {}
   for name, use_topk in (("offline", False), ("online", True)):
     update = jax.jit(functools.partial(dfp.update, use_topk=use_topk))
@@ -61,6 +68,19 @@ def measure(config, obs_dim, action_dim, iters):
   row["batch"] = batch_size
   row["N/K/N'"] = f"{ac.num_candidates}/{ac.top_k}/{ac.num_act_samples}"
   return row
+
+
+def measure_seeds(config, obs_dim, action_dim, num_seeds, iters):
+  """ms per online update: S seeds in one vmapped call vs one seed alone."""
+  ac, batch_size = config.agent, config.train.batch_size
+  keys = jax.random.split(jax.random.PRNGKey(0), num_seeds)
+  agents = jax.vmap(lambda k: dfp.create(ac, obs_dim, action_dim, k))(keys)
+  rng = np.random.default_rng(0)
+  batches = jax.tree.map(lambda *x: jnp.stack(x), *[
+      random_batch(rng, batch_size, obs_dim, ac.chunk_len * action_dim) for _ in range(num_seeds)])
+  update = jax.jit(jax.vmap(functools.partial(dfp.update, use_topk=True)))
+  return time_calls(lambda a, k: update(a, batches, k)[0],
+                    lambda i: (agents, jax.random.split(jax.random.PRNGKey(i), num_seeds)), iters)
 
 
 def main(argv):
@@ -78,6 +98,18 @@ def main(argv):
     row["online steps/s"] = 1e3 / row["online ms/step"]
     print("| " + " | ".join(f"{row[c]:.1f}" if isinstance(row[c], float) else str(row[c])
                             for c in cols) + " |", flush=True)
+  print("\nS seeds, online update: one vmapped call vs S sequential single-seed calls")
+  print("| preset | S | vmapped ms/call | sequential ms (S x single) | seed-steps/s vmapped | "
+        "speed-up |")
+  print("|---|---|---|---|---|---|")
+  for preset in FLAGS.presets:
+    config = dfp_configs.get_config(preset)
+    single = measure_seeds(config, FLAGS.obs_dim, FLAGS.action_dim, 1, FLAGS.iters)
+    for n in (int(x) for x in FLAGS.seed_counts):
+      vec = single if n == 1 else measure_seeds(config, FLAGS.obs_dim, FLAGS.action_dim, n,
+                                                FLAGS.iters)
+      print(f"| {preset} | {n} | {vec:.1f} | {n * single:.1f} | {1e3 * n / vec:.1f} | "
+            f"{n * single / vec:.2f}x |", flush=True)
 
 
 if __name__ == "__main__":
