@@ -54,14 +54,6 @@ def data_parallel(update, mesh: Mesh, axis: str = DATA_AXIS):
   return wrapped
 
 
-def batch_sharding(mesh: Mesh, axis: str = DATA_AXIS) -> NamedSharding:
-  return NamedSharding(mesh, P(axis))
-
-
-def replicated(mesh: Mesh) -> NamedSharding:
-  return NamedSharding(mesh, P())
-
-
 def to_global(tree, mesh: Mesh, spec: P):
   """Host numpy `tree` (identical on every process) -> global arrays sharded by `spec`.
 

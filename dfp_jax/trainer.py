@@ -123,18 +123,13 @@ def _stack(batches):
   return {k: np.stack([b[k] for b in batches]) for k in batches[0]}
 
 
-def _seed_row(info, s):
-  return to_scalars({k: v[s] for k, v in parallel.to_host(info).items()})
-
-
-def train_and_evaluate(config, workdir: str, data=None, seeds: Optional[Sequence[int]] = None,
+def train_and_evaluate(config, workdir: str, seeds: Optional[Sequence[int]] = None,
                        seed_dirs: Optional[bool] = None) -> List[Dict]:
   """Train one task for one or several seeds (vectorised); returns per-seed summaries.
 
   `seeds` defaults to [config.seed]. Seed k writes to `<workdir>/seed_<k>/`
   when `seed_dirs` (default: when `seeds` is given), else to `workdir`. Each run dir gets config.json, train.csv, eval.csv,
-  TensorBoard events, learning_curve.png and summary.json. `data` optionally
-  passes (env factory, train_dataset) to skip loading.
+  TensorBoard events, learning_curve.png and summary.json.
   """
   seed_dirs = seeds is not None if seed_dirs is None else seed_dirs
   seeds = [config.seed] if seeds is None else [int(s) for s in seeds]
@@ -147,16 +142,13 @@ def train_and_evaluate(config, workdir: str, data=None, seeds: Optional[Sequence
 
   # Sharded data (the 100M dataset) is read one shard at a time, moving to the next
   # every `shard_interval` offline steps, as Q-chunking's loader does.
-  rotate = data is None and config.env.shard_interval > 0 and ogbench_data.count_shards(
+  rotate = config.env.shard_interval > 0 and ogbench_data.count_shards(
       config.env.task, config.env.dataset_dir) > 1
   load = functools.partial(ogbench_data.load_task, config.env.task, config.env.dataset_dir,
                            success_timing=config.env.success_timing)
-  if data is None:
-    _, dataset, _ = load(shard=0) if rotate else load(num_shards=config.env.num_shards)
-    make_env = functools.partial(ogbench_data.make_env, config.env.task,
-                                 success_timing=config.env.success_timing)
-  else:
-    make_env, dataset = data
+  _, dataset, _ = load(shard=0) if rotate else load(num_shards=config.env.num_shards)
+  make_env = functools.partial(ogbench_data.make_env, config.env.task,
+                               success_timing=config.env.success_timing)
   envs = [make_env() for _ in seeds]
   eval_envs = [make_env() for _ in seeds]
   obs_dim = envs[0].observation_space.shape[0]
@@ -226,8 +218,9 @@ def train_and_evaluate(config, workdir: str, data=None, seeds: Optional[Sequence
     return eval_keys
 
   def log_train(step, info, extra):
+    info = parallel.to_host(info)  # once, then one row per seed
     for s, logger in enumerate(loggers):
-      logger.write("train", step, {**_seed_row(info, s), **extra[s]})
+      logger.write("train", step, {**to_scalars({k: v[s] for k, v in info.items()}), **extra[s]})
 
   # Evaluation draws from its own key stream so evaluating never changes training.
   keys, eval_keys = _split_keys(keys)
