@@ -51,3 +51,24 @@ class Critic(nn.Module):
         in_axes=None, out_axes=0, axis_size=self.ensemble_size)
     q = ensemble(self.hidden, 1, layer_norm=True)(jnp.concatenate([obs, actions], -1))
     return q[..., 0]
+
+
+class VectorField(nn.Module):
+  """Flow-matching velocity v(s, x_t, t) of the BC flow policies (FQL, BFN)."""
+  hidden: Sequence[int] = (512, 512, 512, 512)
+  action_size: int = 5 * 5
+
+  @nn.compact
+  def __call__(self, obs, x, t):
+    return MLP(self.hidden, self.action_size)(jnp.concatenate([obs, x, t[..., None]], -1))
+
+
+class MeanVelocity(nn.Module):
+  """MeanFlow average velocity u(z, r, t | s) of the MVP policy."""
+  hidden: Sequence[int] = (512, 512, 512, 512)
+  action_size: int = 5 * 5
+
+  @nn.compact
+  def __call__(self, obs, z, r, t):
+    return MLP(self.hidden, self.action_size)(
+        jnp.concatenate([obs, z, r[..., None], t[..., None]], -1))

@@ -1,7 +1,8 @@
 """Offline-then-online training loop (SPEC Algorithm 1) and evaluation, for S seeds at once.
 
 The edge of the library: environments, replay buffers, logging and the
-progress bar live here; all the math is in the jitted `dfp.update` / `dfp.act`.
+progress bar live here; all the math is in the agent's jitted `update` / `act`
+(any method in `agents.METHODS`, picked by `config.method`).
 Seeds are a leading axis of the agent state, the batch and the keys, and every
 update and acting call is one `jax.vmap` over it. Each seed owns its random
 streams (init and update keys, minibatch sampling, environment resets), so
@@ -19,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from dfp_jax import dfp, ogbench_data, parallel
+from dfp_jax import agents, ogbench_data, parallel
 from dfp_jax.metrics import MetricsLogger, plot_learning_curve, to_scalars
 from dfp_jax.replay import ReplayBuffer
 
@@ -55,19 +56,19 @@ class ChunkActor:
   def clear(self, s: int):
     self.queues[s] = []
 
-  def actions(self, agents, obs: Sequence[np.ndarray], keys, active: Sequence[bool]):
+  def actions(self, states, obs: Sequence[np.ndarray], keys, active: Sequence[bool]):
     """Next action of every active seed; returns (actions, keys)."""
     need = np.array([a and not q for a, q in zip(active, self.queues)])
     if need.any():
       new_keys, act_keys = _split_keys(keys)
-      chunks = parallel.to_host(self.act_fn(agents, np.stack(obs), act_keys))
+      chunks = parallel.to_host(self.act_fn(states, np.stack(obs), act_keys))
       keys = _select(need, new_keys, keys)
       for s in np.flatnonzero(need):
         self.queues[s] = list(chunks[s].reshape(self.h, self.adim))
     return [q.pop(0) if a else None for q, a in zip(self.queues, active)], keys
 
 
-def evaluate(agents, envs, act_fn, keys, num_episodes: int, seed: int, chunk_len: int,
+def evaluate(states, envs, act_fn, keys, num_episodes: int, seed: int, chunk_len: int,
              action_dim: int):
   """Success rate, return and length per seed over the same seeded episodes.
 
@@ -80,7 +81,7 @@ def evaluate(agents, envs, act_fn, keys, num_episodes: int, seed: int, chunk_len
     obs = [env.reset(seed=seed + ep)[0] for env in envs]
     done = [False] * num_seeds
     while not all(done):
-      actions, keys = actor.actions(agents, obs, keys, [not d for d in done])
+      actions, keys = actor.actions(states, obs, keys, [not d for d in done])
       for s, env in enumerate(envs):
         if done[s]:
           continue
@@ -99,24 +100,24 @@ def make_update_fns(agent_update):
   Offline runs k steps per dispatch in a scan over stacked batches [k, S, B, ...].
   """
 
-  def seeds_update(agents, batches, keys, use_topk):
-    return jax.vmap(functools.partial(agent_update, use_topk=use_topk))(agents, batches, keys)
+  def seeds_update(states, batches, keys, online):
+    return jax.vmap(functools.partial(agent_update, online=online))(states, batches, keys)
 
-  def scanned(agents, batches, keys, use_topk):
+  def scanned(states, batches, keys):
     def body(carry, batch):
-      agents, keys = carry
+      states, keys = carry
       keys, step_keys = _split_keys(keys)
-      agents, info = seeds_update(agents, batch, step_keys, use_topk)
-      return (agents, keys), info
-    (agents, keys), infos = jax.lax.scan(body, (agents, keys), batches)
-    return agents, keys, jax.tree.map(lambda x: x[-1], infos)
+      states, info = seeds_update(states, batch, step_keys, False)
+      return (states, keys), info
+    (states, keys), infos = jax.lax.scan(body, (states, keys), batches)
+    return states, keys, jax.tree.map(lambda x: x[-1], infos)
 
-  def online(agents, batches, keys, use_topk):
+  def online(states, batches, keys):
     keys, step_keys = _split_keys(keys)
-    agents, info = seeds_update(agents, batches, step_keys, use_topk)
-    return agents, keys, info
+    states, info = seeds_update(states, batches, step_keys, True)
+    return states, keys, info
 
-  return (jax.jit(scanned, static_argnums=3), jax.jit(online, static_argnums=3))
+  return jax.jit(scanned), jax.jit(online)
 
 
 def _stack(batches):
@@ -156,7 +157,8 @@ def train_and_evaluate(config, workdir: str, seeds: Optional[Sequence[int]] = No
 
   keys = jnp.stack([jax.random.PRNGKey(s) for s in seeds])
   keys, init_keys = _split_keys(keys)
-  agents = jax.vmap(lambda k: dfp.create(ac, obs_dim, action_dim, k))(init_keys)
+  method = agents.get(config.method)
+  states = jax.vmap(lambda k: method.create(ac, obs_dim, action_dim, k))(init_keys)
   rngs = [np.random.default_rng(s) for s in seeds]
 
   def make_buffers(dataset):
@@ -167,7 +169,7 @@ def train_and_evaluate(config, workdir: str, seeds: Optional[Sequence[int]] = No
     return buffers, sample_all
 
   buffers, sample_all = make_buffers(dataset)
-  agent_update = dfp.update
+  agent_update = method.update
   multi_host = jax.process_count() > 1
   if multi_host and not tc.data_parallel:
     raise ValueError("a multi-process run needs train.data_parallel=True")
@@ -175,16 +177,16 @@ def train_and_evaluate(config, workdir: str, seeds: Optional[Sequence[int]] = No
     mesh = parallel.make_mesh()
     if tc.batch_size % mesh.size:
       raise ValueError(f"batch_size {tc.batch_size} must be divisible by the {mesh.size} devices")
-    agent_update = parallel.data_parallel(dfp.update, mesh)
+    agent_update = parallel.data_parallel(method.update, mesh)
   if multi_host:
     # Every process samples the same global batch (same seeds) and transfers its shard.
-    agents, keys = parallel.to_global(jax.device_get((agents, keys)), mesh, parallel.P())
+    states, keys = parallel.to_global(jax.device_get((states, keys)), mesh, parallel.P())
     batch_axis = lambda lead: parallel.P(*([None] * lead), parallel.DATA_AXIS)
     global_batch = lambda b, lead: parallel.to_global(b, mesh, batch_axis(lead))
   else:
     global_batch = lambda b, lead: b
   offline_update, online_update = make_update_fns(agent_update)
-  act_fn = jax.jit(jax.vmap(dfp.act))
+  act_fn = jax.jit(jax.vmap(method.act))
 
   if not is_main:
     workdirs = []
@@ -206,7 +208,7 @@ def train_and_evaluate(config, workdir: str, seeds: Optional[Sequence[int]] = No
     if tc.eval_episodes <= 0:
       return eval_keys
     t0 = time.time()
-    results, eval_keys = evaluate(agents, eval_envs, act_fn, eval_keys, tc.eval_episodes,
+    results, eval_keys = evaluate(states, eval_envs, act_fn, eval_keys, tc.eval_episodes,
                                   tc.eval_seed, ac.chunk_len, action_dim)
     for s, res in enumerate(results):
       res["eval_time_s"] = time.time() - t0
@@ -225,8 +227,7 @@ def train_and_evaluate(config, workdir: str, seeds: Optional[Sequence[int]] = No
   # Evaluation draws from its own key stream so evaluating never changes training.
   keys, eval_keys = _split_keys(keys)
 
-  # Offline phase: behaviour cloning by drifting (+ top-K in the offline-RL variant).
-  use_topk = dfp.uses_topk(ac, online=False)
+  # Offline phase (for DFP: behaviour cloning by drifting, + top-K in the offline-RL variant).
   k = max(1, tc.updates_per_dispatch)
   step = step_log = 0
   t_log = time.time()
@@ -238,7 +239,7 @@ def train_and_evaluate(config, workdir: str, seeds: Optional[Sequence[int]] = No
         _, dataset, _ = load(shard=step // config.env.shard_interval)
         buffers, sample_all = make_buffers(dataset)
     batches = global_batch(_stack([sample_all() for _ in range(n)]), 2)  # [n, S, B, ...]
-    agents, keys, info = offline_update(agents, batches, keys, use_topk)
+    states, keys, info = offline_update(states, batches, keys)
     prev, step = step, step + n
     bar.update(n)
     if step // tc.log_interval > prev // tc.log_interval or step == tc.offline_steps:
@@ -255,8 +256,7 @@ def train_and_evaluate(config, workdir: str, seeds: Optional[Sequence[int]] = No
 
   # Online phase: best-of-N' acting, chunk queues, one update per env step.
   if tc.online_steps > 0:
-    agents = jax.jit(jax.vmap(dfp.reset_anchor))(agents)
-    use_topk = dfp.uses_topk(ac, online=True)
+    states = jax.jit(jax.vmap(method.start_online))(states)
     bar.set_description("online")
     episodes = [0] * num_seeds
     obs = [env.reset(seed=env_seed(s, 0))[0] for env, s in zip(envs, seeds)]
@@ -264,7 +264,7 @@ def train_and_evaluate(config, workdir: str, seeds: Optional[Sequence[int]] = No
     ep_success = [[] for _ in seeds]
     step_log, t_log = 0, time.time()
     for env_step in range(1, tc.online_steps + 1):
-      actions, keys = actor.actions(agents, obs, keys, [True] * num_seeds)
+      actions, keys = actor.actions(states, obs, keys, [True] * num_seeds)
       for s, env in enumerate(envs):
         next_obs, reward, terminated, truncated, env_info = env.step(actions[s])
         buffers[s].add({"observations": obs[s], "actions": actions[s], "rewards": reward,
@@ -278,7 +278,7 @@ def train_and_evaluate(config, workdir: str, seeds: Optional[Sequence[int]] = No
           obs[s] = env.reset(seed=env_seed(seeds[s], episodes[s]))[0]
           actor.clear(s)
       if env_step >= tc.start_training:
-        agents, keys, info = online_update(agents, global_batch(sample_all(), 1), keys, use_topk)
+        states, keys, info = online_update(states, global_batch(sample_all(), 1), keys)
         if env_step % tc.log_interval == 0:
           jax.block_until_ready(info)
           rate = (env_step - step_log) / max(time.time() - t_log, 1e-9)

@@ -1,10 +1,12 @@
-"""Training-step throughput and best-of-N' action latency, printed as tables.
+"""Training-step and action latency of every method, and seeds vectorised, as tables.
 
   python -m experiments.benchmark [--presets=cube-double-task2,quick] [--iters=20]
-                                  [--seed_counts=1,5,10]
+                                  [--methods=dfp,qc_fql,mvp,...] [--seed_counts=1,5,10]
 
-The second table compares S seeds trained as one vmapped update with the same
-S seeds run one after another (S single updates).
+The first table measures every method side by side at each preset's (equal)
+network sizes: ms per offline and online training step and ms per acting call
+(the paper's Table 9). The second compares S DFP seeds trained as one vmapped
+update with the same S seeds run one after another (S single updates).
 
 Times one jitted call at a time (block_until_ready after each), after a
 warm-up call that compiles; inputs are random arrays of the task's sizes.
@@ -19,11 +21,11 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from dfp_jax import dfp
-from experiments.configs import dfp as dfp_configs
+from dfp_jax import agents
 
 flags.DEFINE_list("presets", ["cube-double-task2", "quick"], "Config presets to measure.")
 flags.DEFINE_integer("iters", 20, "Timed calls per measurement.")
+flags.DEFINE_list("methods", list(agents.METHODS), "Methods for the first table.")
 flags.DEFINE_list("seed_counts", ["1", "5", "10"], "Seed counts S for the vectorised table.")
 flags.DEFINE_integer("obs_dim", 40, "Observation size (cube-double: 40).")
 flags.DEFINE_integer("action_dim", 5, "Action size (OGBench manipulation: 5).")
@@ -52,21 +54,28 @@ def random_batch(rng, batch_size, obs_dim, s):
   }
 
 
+def get_config(method, preset):
+  module = __import__(f"experiments.configs.{method}", fromlist=["get_config"])
+  return module.get_config(preset)
+
+
 def measure(config, obs_dim, action_dim, iters):
   ac, batch_size = config.agent, config.train.batch_size
-  agent = dfp.create(ac, obs_dim, action_dim, jax.random.PRNGKey(0))
+  lib = agents.get(config.method)
+  agent = lib.create(ac, obs_dim, action_dim, jax.random.PRNGKey(0))
   batch = random_batch(np.random.default_rng(0), batch_size, obs_dim, ac.chunk_len * action_dim)
   row = {}
-  for name, use_topk in (("offline", False), ("online", True)):
-    update = jax.jit(functools.partial(dfp.update, use_topk=use_topk))
+  for name, online in (("offline", False), ("online", True)):
+    update = jax.jit(functools.partial(lib.update, online=online))
     row[f"{name} ms/step"] = time_calls(
         lambda a, k: update(a, batch, k)[0], lambda i: (agent, jax.random.PRNGKey(i)), iters)
-  act = jax.jit(dfp.act)
+  act = jax.jit(lib.act)
   obs = batch["observations"][0]
   row["act ms/call"] = time_calls(act, lambda i: (agent, obs, jax.random.PRNGKey(i)), iters)
   row["hidden"] = "x".join(str(w) for w in ac.actor_hidden)
   row["batch"] = batch_size
-  row["N/K/N'"] = f"{ac.num_candidates}/{ac.top_k}/{ac.num_act_samples}"
+  row["h"] = ac.chunk_len
+  row["samples (act/target)"] = f"{ac.num_act_samples}/{ac.num_target_samples}"
   return row
 
 
@@ -74,13 +83,14 @@ def measure_seeds(config, obs_dim, action_dim, num_seeds, iters):
   """ms per online update: S seeds in one vmapped call vs one seed alone."""
   ac, batch_size = config.agent, config.train.batch_size
   keys = jax.random.split(jax.random.PRNGKey(0), num_seeds)
-  agents = jax.vmap(lambda k: dfp.create(ac, obs_dim, action_dim, k))(keys)
+  lib = agents.get(config.method)
+  states = jax.vmap(lambda k: lib.create(ac, obs_dim, action_dim, k))(keys)
   rng = np.random.default_rng(0)
   batches = jax.tree.map(lambda *x: jnp.stack(x), *[
       random_batch(rng, batch_size, obs_dim, ac.chunk_len * action_dim) for _ in range(num_seeds)])
-  update = jax.jit(jax.vmap(functools.partial(dfp.update, use_topk=True)))
+  update = jax.jit(jax.vmap(functools.partial(lib.update, online=True)))
   return time_calls(lambda a, k: update(a, batches, k)[0],
-                    lambda i: (agents, jax.random.split(jax.random.PRNGKey(i), num_seeds)), iters)
+                    lambda i: (states, jax.random.split(jax.random.PRNGKey(i), num_seeds)), iters)
 
 
 def main(argv):
@@ -88,22 +98,23 @@ def main(argv):
   dev = jax.devices()[0]
   print(f"device: {dev.platform} {dev.device_kind} x{jax.device_count()}, "
         f"host: {platform.processor() or platform.machine()}, jax {jax.__version__}")
-  cols = ["preset", "hidden", "batch", "N/K/N'", "offline ms/step", "online ms/step",
-          "online steps/s", "act ms/call"]
+  cols = ["preset", "method", "hidden", "batch", "h", "samples (act/target)", "offline ms/step",
+          "online ms/step", "online steps/s", "act ms/call"]
   print("| " + " | ".join(cols) + " |")
   print("|" + "---|" * len(cols))
   for preset in FLAGS.presets:
-    row = measure(dfp_configs.get_config(preset), FLAGS.obs_dim, FLAGS.action_dim, FLAGS.iters)
-    row["preset"] = preset
-    row["online steps/s"] = 1e3 / row["online ms/step"]
-    print("| " + " | ".join(f"{row[c]:.1f}" if isinstance(row[c], float) else str(row[c])
-                            for c in cols) + " |", flush=True)
+    for method in FLAGS.methods:
+      row = measure(get_config(method, preset), FLAGS.obs_dim, FLAGS.action_dim, FLAGS.iters)
+      row["preset"], row["method"] = preset, method
+      row["online steps/s"] = 1e3 / row["online ms/step"]
+      print("| " + " | ".join(f"{row[c]:.1f}" if isinstance(row[c], float) else str(row[c])
+                              for c in cols) + " |", flush=True)
   print("\nS seeds, online update: one vmapped call vs S sequential single-seed calls")
   print("| preset | S | vmapped ms/call | sequential ms (S x single) | seed-steps/s vmapped | "
         "speed-up |")
   print("|---|---|---|---|---|---|")
   for preset in FLAGS.presets:
-    config = dfp_configs.get_config(preset)
+    config = get_config("dfp", preset)
     single = measure_seeds(config, FLAGS.obs_dim, FLAGS.action_dim, 1, FLAGS.iters)
     for n in (int(x) for x in FLAGS.seed_counts):
       vec = single if n == 1 else measure_seeds(config, FLAGS.obs_dim, FLAGS.action_dim, n,

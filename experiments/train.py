@@ -1,7 +1,9 @@
-"""Train DFP: `python -m experiments.train [--config=experiments/configs/dfp.py:<preset>] [--workdir=DIR]`.
+"""Train a method: `python -m experiments.train [--config=experiments/configs/<method>.py:<preset>] [--workdir=DIR]`.
 
-With no flags it runs the `quick` preset, generating its small dataset on
-first use. Any config field can be overridden, e.g. `--config.agent.top_k=2`.
+With no flags it runs DFP on the `quick` preset, generating its small dataset
+on first use. Methods: one config file each (dfp, dfp_no_topk, qc_fql, fql,
+qc_bfn, bfn, mvp, mvp_topk), all with the same presets. Any config field can
+be overridden, e.g. `--config.agent.top_k=2`.
 
 Sweeps: `--seeds=0,1,2,3,4` trains the seeds together as one vmapped program
 and writes `<workdir>/<task>/seed_<k>/`; `--tasks=cube-triple` (a group from
@@ -18,7 +20,7 @@ import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-from dfp_jax import ogbench_data
+from dfp_jax import agents, ogbench_data
 
 _CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 config_flags.DEFINE_config_file(
@@ -85,6 +87,8 @@ def main(argv):
     if FLAGS.tasks:
       configs = sweep_configs(config_flags.get_config_filename(FLAGS["config"]), FLAGS.tasks,
                               config_flags.get_override_values(FLAGS["config"]))
+    for config in configs:
+      agents.get(config.method)
   except ValueError as e:
     sys.exit(f"error: {e}")
   seeds = [int(s) for s in FLAGS.seeds] if FLAGS.seeds else None

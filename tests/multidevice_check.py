@@ -30,12 +30,12 @@ def batch(rng, n, obs_dim=3, s=4):
   }
 
 
-def run(update, steps=4, use_topk=True):
+def run(update, steps=4, online=True):
   c = dfp.get_config()
   c.actor_hidden, c.critic_hidden, c.chunk_len = (32, 32), (32, 32), 2
   agent = dfp.create(c, obs_dim=3, action_dim=2, key=jax.random.PRNGKey(0))
   rng = np.random.default_rng(0)
-  fn = jax.jit(functools.partial(update, use_topk=use_topk))
+  fn = jax.jit(functools.partial(update, online=online))
   infos = []
   for i in range(steps):
     agent, info = fn(agent, batch(rng, 64), jax.random.PRNGKey(i))

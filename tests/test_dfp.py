@@ -52,7 +52,7 @@ def _positive_fraction(agent, key, params=None):
 def pretrained():
   """Offline phase: L_BC only; the policy learns both modes."""
   agent = dfp.create(_small_config(), obs_dim=2, action_dim=1, key=jax.random.PRNGKey(0))
-  update = jax.jit(functools.partial(dfp.update, use_topk=False))
+  update = jax.jit(functools.partial(dfp.update, online=False))
   rng = np.random.default_rng(0)
   key = jax.random.PRNGKey(1)
   for _ in range(1000):
@@ -81,8 +81,9 @@ def test_critic_ranks_the_rewarded_mode_higher(pretrained):
 def _online(agent, use_topk, topk_weight=0.5, steps=200):
   config = ml_collections.ConfigDict(agent.config)
   config.topk_weight = topk_weight
-  agent = dfp.reset_anchor(agent).replace(config=ml_collections.FrozenConfigDict(config))
-  update = jax.jit(functools.partial(dfp.update, use_topk=use_topk))
+  config.use_topk = use_topk
+  agent = dfp.start_online(agent).replace(config=ml_collections.FrozenConfigDict(config))
+  update = jax.jit(functools.partial(dfp.update, online=True))
   rng = np.random.default_rng(1)
   key = jax.random.PRNGKey(2)
   for _ in range(steps):
@@ -126,7 +127,7 @@ def test_update_compiles_once_and_is_one_program():
 
   def counted(agent, batch, key):
     calls["n"] += 1  # runs only while tracing
-    return dfp.update(agent, batch, key, use_topk=True)
+    return dfp.update(agent, batch, key, online=True)
 
   update = jax.jit(counted)
   for i in range(3):

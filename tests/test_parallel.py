@@ -44,7 +44,7 @@ def test_vmapped_seeds_equal_separate_runs():
       "valid": np.ones(16, np.float32),
       "next_observations": rng.standard_normal((16, 2)).astype(np.float32)} for _ in seeds]
   keys = [jax.random.PRNGKey(100 + s) for s in seeds]
-  update = functools.partial(dfp.update, use_topk=True)
+  update = functools.partial(dfp.update, online=True)
   stacked = jax.tree.map(lambda *x: np.stack(x), *[_tiny_agent(s) for s in seeds])
   vec_agent, _ = jax.jit(jax.vmap(update))(
       stacked, jax.tree.map(lambda *x: np.stack(x), *batches), np.stack(keys))

@@ -1,118 +1,17 @@
-"""DFP configs: `--config=experiments/configs/dfp.py:<preset>`.
-
-Presets: the paper's OGBench tasks (SPEC sections 7-8) with Table 5 values,
-the pure offline-RL tasks (prefix `offline-`), `quick` (the default: a small
-locally generated task that trains on a laptop CPU) and `smoke` (tests).
-"""
-
-import ml_collections
-from ml_collections import config_dict
+"""DFP configs: `--config=experiments/configs/dfp.py:<preset>` (presets: common.py)."""
 
 from dfp_jax import dfp
+from experiments.configs import common
 
-# Paper tasks: preset name -> OGBench single-task name.
-ONLINE_TASKS = {
-    **{f"cube-double-task{i}": f"cube-double-play-singletask-task{i}-v0" for i in (2, 3, 4)},
-    **{f"cube-triple-task{i}": f"cube-triple-play-singletask-task{i}-v0" for i in (2, 3, 4)},
-    **{f"cube-quadruple-100m-task{i}": f"cube-quadruple-play-100m-singletask-task{i}-v0"
-       for i in (2, 3, 4)},
-}
-OFFLINE_TASKS = {
-    "offline-cube-single-task2": "cube-single-play-singletask-task2-v0",
-    "offline-cube-double-task2": "cube-double-play-singletask-task2-v0",
-    "offline-scene-task2": "scene-play-singletask-task2-v0",
-    "offline-puzzle-3x3-task4": "puzzle-3x3-play-singletask-task4-v0",
-    "offline-puzzle-4x4-task4": "puzzle-4x4-play-singletask-task4-v0",
-}
-PRESETS = tuple(ONLINE_TASKS) + tuple(OFFLINE_TASKS) + ("quick", "smoke")
-# Named groups for `--tasks=` sweeps.
-TASK_GROUPS = {
-    "cube-double": [p for p in ONLINE_TASKS if p.startswith("cube-double")],
-    "cube-triple": [p for p in ONLINE_TASKS if p.startswith("cube-triple")],
-    "cube-quadruple-100m": [p for p in ONLINE_TASKS if p.startswith("cube-quadruple")],
-    "paper": list(ONLINE_TASKS),
-    "offline": list(OFFLINE_TASKS),
-}
+PRESETS, TASK_GROUPS = common.PRESETS, common.TASK_GROUPS
 
 
-def base_config():
-  c = ml_collections.ConfigDict()
-  c.method = "dfp"              # which agent (see dfp_jax/)
-  c.seed = 0                    # PRNG seed for init, sampling and updates
-  c.env = ml_collections.ConfigDict()
-  c.env.task = "cube-double-play-singletask-task2-v0"  # OGBench single-task name
-  c.env.dataset_dir = "~/.ogbench/data"  # official npz files (downloaded here if a network exists)
-  c.env.num_shards = config_dict.placeholder(int)  # read only this many shards of sharded data
-  c.env.shard_interval = 1_000  # sharded data: next shard every this many steps (0: no swaps)
-  c.env.success_timing = "post"  # "post": the paper's (ogbench 1.1.2); ogbench >= 1.2 uses "pre"
-  c.env.generate_episodes = 0   # > 0: generate this many play episodes if the data is missing
-  c.env.generate_episode_length = config_dict.placeholder(int)  # None: the official length
-  c.env.generate_task_goal_prob = 0.0  # generated play: fraction of targets that are the task's goal
-  c.agent = dfp.get_config()
-  c.train = ml_collections.ConfigDict()
-  c.train.batch_size = 256      # minibatch of chunks per update
-  c.train.offline_steps = 1_000_000  # gradient steps of offline pretraining
-  c.train.online_steps = 1_000_000   # environment steps of online fine-tuning
-  c.train.start_training = 5_000     # online updates begin after this many env steps
-  c.train.updates_per_dispatch = 10  # offline updates fused into one jitted scan
-  c.train.data_parallel = True       # split each batch over all devices when there are several
-  c.train.eval_interval = 100_000    # steps between evaluations (each phase)
-  c.train.eval_episodes = 50         # seeded evaluation episodes
-  c.train.eval_seed = 1_000_000      # seed of the first evaluation episode
-  c.train.train_seed = 0             # seed of the first online training episode
-  c.train.log_interval = 5_000       # steps between train-metric rows
-  c.train.tensorboard = True         # also write TensorBoard events
-  c.train.progress_bar = True
-  return c
-
-
-def get_config(preset: str = "quick"):
-  c = base_config()
-  if preset in ONLINE_TASKS:
-    c.env.task = ONLINE_TASKS[preset]
-  elif preset in OFFLINE_TASKS:
-    # Pure offline RL: no chunking, no best-of-N', L_BC + lambda * L_topK from the start.
-    c.env.task = OFFLINE_TASKS[preset]
-    c.agent.chunk_len = 1
+def get_config(preset: str = "quick", method: str = "dfp", **agent):
+  c = common.make(method, dfp.get_config(), preset)
+  if preset in common.OFFLINE_TASKS:
+    # Pure offline RL (SPEC 7): no best-of-N', L_BC + lambda * L_topK from the start.
     c.agent.num_act_samples = 1
     c.agent.topk_offline = True
     c.agent.top_k, c.agent.num_candidates = (16, 32) if "4x4" in preset else (8, 16)
-    c.train.online_steps = 0
-  elif preset == "quick":
-    # Small enough for a 2-core CPU in about 10 minutes including data generation (measured: README). Its
-    # generated play data is task-biased: half of the oracle's targets (and starts) are
-    # task 2's, so the data is multimodal and only one mode is rewarded.
-    c.env.task = "cube-single-play-singletask-task2-v0"
-    c.env.dataset_dir = "~/.cache/dfp_jax/quick-taskbiased"
-    c.env.generate_episodes = 100
-    c.env.generate_episode_length = 1000
-    c.env.generate_task_goal_prob = 0.5
-    c.agent.actor_hidden = (256, 256)
-    c.agent.critic_hidden = (256, 256)
-    c.agent.num_target_samples = 8
-    c.train.batch_size = 128
-    c.train.offline_steps = 20_000
-    c.train.online_steps = 10_000
-    c.train.start_training = 1_000
-    c.train.eval_interval = 2_500
-    c.train.eval_episodes = 20
-    c.train.log_interval = 500
-  elif preset == "smoke":
-    c.env.task = "cube-single-play-singletask-task2-v0"
-    c.env.dataset_dir = "~/.cache/dfp_jax/smoke"
-    c.env.generate_episodes = 2
-    c.env.generate_episode_length = 100
-    c.agent.actor_hidden = (32, 32)
-    c.agent.critic_hidden = (32, 32)
-    c.train.batch_size = 16
-    c.train.offline_steps = 20
-    c.train.online_steps = 30
-    c.train.start_training = 10
-    c.train.updates_per_dispatch = 5
-    c.train.eval_interval = 20
-    c.train.eval_episodes = 1
-    c.train.log_interval = 10
-    c.train.progress_bar = False
-  else:
-    raise ValueError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+  c.agent.update(agent)
   return c

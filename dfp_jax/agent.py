@@ -1,0 +1,212 @@
+"""What every agent shares: the state pytree, the chunked critic (SPEC 5), best-of-N, the update.
+
+Each method (dfp.py, fql.py, bfn.py, mvp.py) defines only its actor: how to
+initialise it, how it samples chunks, its loss, and which chunk the critic
+target bootstraps from. The critic ensemble, its TD loss, best-of-N selection,
+Adam, the target network and the EMA anchor live here, so a difference in
+results between methods is a difference in the actor.
+
+The interface the trainer and benchmark use, per agent module:
+  get_config() -> ConfigDict
+  create(config, obs_dim, action_dim, key) -> agent
+  update(agent, batch, key, *, online, axis_name=None) -> (agent, info)
+  act(agent, obs, key, num_samples=None) -> chunk(s) in [-1, 1]
+  start_online(agent) -> agent
+"""
+
+from typing import Any, Callable, Optional
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from dfp_jax.drifting import batch_mean
+from dfp_jax.networks import Critic
+from dfp_jax.parallel import example_keys
+
+
+def base_config():
+  """Fields every method has; defaults are the paper's OGBench values (Table 5)."""
+  c = ml_collections.ConfigDict()
+  c.actor_hidden = (512, 512, 512, 512)   # actor MLP(s), GELU, no LayerNorm
+  c.critic_hidden = (512, 512, 512, 512)  # each critic MLP, GELU + LayerNorm
+  c.critic_ensemble = 2                   # Q ensemble size, aggregated by the mean
+  c.lr = 3e-4                             # Adam, actor and critic
+  c.discount = 0.99                       # gamma
+  c.tau = 5e-3                            # target-critic Polyak rate
+  c.chunk_len = 5                         # h: steps per action chunk (1: no chunking)
+  c.num_act_samples = 16                  # N': best-of-N' when acting
+  c.num_target_samples = 16               # best-of-M next chunk in the critic target
+  return c
+
+
+class AgentState(flax.struct.PyTreeNode):
+  """Parameters and optimiser states; methods subclass it to add their networks."""
+  actor_params: Any           # the policy's parameters (a dict of nets for FQL)
+  anchor_params: Any          # pi_old: EMA of the actor (top-K methods), else unused
+  critic_params: Any
+  target_critic_params: Any
+  actor_opt_state: Any
+  critic_opt_state: Any
+  step: jax.Array
+  config: Any = flax.struct.field(pytree_node=False)
+  obs_dim: int = flax.struct.field(pytree_node=False)
+  action_dim: int = flax.struct.field(pytree_node=False)
+
+  @property
+  def chunk_size(self):  # S = h * action_dim
+    return self.config.chunk_len * self.action_dim
+
+  @property
+  def critic(self):
+    return Critic(tuple(self.config.critic_hidden), self.config.critic_ensemble)
+
+  @property
+  def optimizer(self):
+    return optax.adam(self.config.lr)
+
+
+def create(cls, config, obs_dim: int, action_dim: int, key, init_actor: Callable):
+  """A fresh agent of class `cls`; `init_actor(shell, key)` returns the actor params."""
+  config = ml_collections.FrozenConfigDict(config)
+  actor_key, critic_key = jax.random.split(key)
+  shell = cls(None, None, None, None, None, None, jnp.zeros((), jnp.int32),
+              config, obs_dim, action_dim)
+  actor_params = init_actor(shell, actor_key)
+  critic_params = shell.critic.init(critic_key, jnp.zeros((1, obs_dim)),
+                                    jnp.zeros((1, shell.chunk_size)))["params"]
+  opt = shell.optimizer
+  return shell.replace(
+      actor_params=actor_params, anchor_params=actor_params,
+      critic_params=critic_params, target_critic_params=critic_params,
+      actor_opt_state=opt.init(actor_params), critic_opt_state=opt.init(critic_params))
+
+
+def fold(keys, tag):
+  """A distinct per-example key stream. keys: [B, 2] -> [B, 2]."""
+  return jax.vmap(jax.random.fold_in, (0, None))(keys, tag)
+
+
+def normal(keys, num, size):
+  """Per-example standard normal noise. keys: [B, 2] -> [B, num, size]."""
+  return jax.vmap(lambda k: jax.random.normal(k, (num, size)))(keys)
+
+
+def uniform(keys, num):
+  """Per-example U(0, 1). keys: [B, 2] -> [B, num]."""
+  return jax.vmap(lambda k: jax.random.uniform(k, (num,)))(keys)
+
+
+def repeat_obs(obs, num):
+  """obs: [B, O] -> [B, num, O]."""
+  return jnp.broadcast_to(obs[:, None], (obs.shape[0], num, obs.shape[-1]))
+
+
+def q_values(agent, params, obs, chunks):
+  """Ensemble-mean Q. obs: [B, O], chunks: [B, M, S] -> [B, M]."""
+  return agent.critic.apply({"params": params}, repeat_obs(obs, chunks.shape[1]), chunks).mean(0)
+
+
+def select_best(q, chunks):
+  """The argmax-Q chunk per state. q: [B, M], chunks: [B, M, S] -> [B, S]."""
+  best = jnp.argmax(q, axis=-1)
+  return jnp.take_along_axis(chunks, best[:, None, None], axis=1)[:, 0]
+
+
+def best_of(agent, sample: Callable, obs, keys, num):
+  """Best of `num` policy samples under the online critic.
+
+  sample(agent, obs [B, O], keys [B, 2], num) -> clipped chunks [B, num, S].
+  """
+  chunks = sample(agent, obs, keys, num)
+  if num == 1:  # nothing to choose between
+    return chunks[:, 0]
+  return select_best(q_values(agent, agent.critic_params, obs, chunks), chunks)
+
+
+def top_k_positives(q, candidates, k):
+  """The K best candidates by Q. q: [B, N], candidates: [B, N, S] -> [B, K, S]."""
+  _, idx = jax.lax.top_k(q, k)
+  return jnp.take_along_axis(candidates, idx[..., None], axis=1)
+
+
+def masked_mean(per_example, valid, axis_name=None):
+  """Mean of per-example losses [B] over valid examples of the global batch.
+
+  Local sum over the global count, so gradients averaged over devices are the
+  gradients of the global-batch loss.
+  """
+  return jnp.mean(valid * per_example) / jnp.maximum(batch_mean(valid, axis_name), 1e-8)
+
+
+def td_loss(agent, critic_params, batch, next_chunk, axis_name=None):
+  """Chunked TD: y = R_h + gamma^h * mask * Qbar(s_{t+h}, a'). next_chunk: [B, S]."""
+  c = agent.config
+  next_q = agent.critic.apply({"params": agent.target_critic_params},
+                              batch["next_observations"], next_chunk).mean(0)
+  target = batch["rewards"] + c.discount**c.chunk_len * batch["masks"] * next_q
+  target = jax.lax.stop_gradient(target)
+  q = agent.critic.apply({"params": critic_params}, batch["observations"], batch["actions"])
+  loss = masked_mean(jnp.square(q - target).mean(0), batch["valid"], axis_name)
+  return loss, {"critic/loss": loss, "critic/q_mean": q.mean(),
+                "critic/target_mean": target.mean()}
+
+
+def polyak(new, old, tau):
+  return jax.tree.map(lambda n, o: tau * n + (1.0 - tau) * o, new, old)
+
+
+def per_example_keys(key, batch):
+  """A single key or per-example keys [B, 2] -> per-example keys [B, 2]."""
+  batch_size = batch["observations"].shape[0]
+  return key if key.shape == (batch_size, 2) else example_keys(key, batch_size)
+
+
+def apply_update(agent, batch, keys, *, actor_loss: Callable, next_chunk: Callable,
+                 ema_tau: Optional[float] = None, axis_name: Optional[str] = None):
+  """One gradient step on actor and critic, then the target (and EMA anchor) updates.
+
+  actor_loss(agent, actor_params, batch, keys [B, 2], axis_name) -> (loss, info);
+  next_chunk(agent, next_observations [B, O], keys [B, 2]) -> [B, S], the chunk
+  the critic target bootstraps from (stop-gradient applied here).
+  `axis_name`: mesh axis over which gradients are averaged when the batch is
+  sharded (data parallelism wraps the same update).
+  """
+  next_chunks = jax.lax.stop_gradient(next_chunk(agent, batch["next_observations"], fold(keys, 0)))
+  (_, critic_info), critic_grads = jax.value_and_grad(td_loss, argnums=1, has_aux=True)(
+      agent, agent.critic_params, batch, next_chunks, axis_name)
+  (_, actor_info), actor_grads = jax.value_and_grad(actor_loss, argnums=1, has_aux=True)(
+      agent, agent.actor_params, batch, fold(keys, 1), axis_name)
+  if axis_name is not None:
+    critic_grads, actor_grads = jax.lax.pmean((critic_grads, actor_grads), axis_name)
+  opt = agent.optimizer
+  updates, critic_opt_state = opt.update(critic_grads, agent.critic_opt_state)
+  critic_params = optax.apply_updates(agent.critic_params, updates)
+  updates, actor_opt_state = opt.update(actor_grads, agent.actor_opt_state)
+  actor_params = optax.apply_updates(agent.actor_params, updates)
+  anchor_params = (agent.anchor_params if ema_tau is None
+                   else polyak(actor_params, agent.anchor_params, ema_tau))
+  agent = agent.replace(
+      actor_params=actor_params, critic_params=critic_params, anchor_params=anchor_params,
+      actor_opt_state=actor_opt_state, critic_opt_state=critic_opt_state,
+      target_critic_params=polyak(critic_params, agent.target_critic_params, agent.config.tau),
+      step=agent.step + 1)
+  info = {**critic_info, **actor_info,
+          "actor/grad_norm": optax.global_norm(actor_grads),
+          "critic/grad_norm": optax.global_norm(critic_grads)}
+  return agent, info
+
+
+def act_with(policy: Callable, obs, key):
+  """Runs policy(obs [B, O], keys [B, 2]) -> [B, S] on obs [O] or [B, O]."""
+  single = obs.ndim == 1
+  obs = obs[None] if single else obs
+  chunk = policy(obs, example_keys(key, obs.shape[0]))
+  return chunk[0] if single else chunk
+
+
+def reset_anchor(agent):
+  """pi_old <- pi_theta, done when the online phase starts (SPEC 4)."""
+  return agent.replace(anchor_params=agent.actor_params)

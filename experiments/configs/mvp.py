@@ -1,0 +1,12 @@
+"""MVP configs: one-step MeanFlow policy, best-of-N acting, h = 5 (SPEC 9; presets: common.py)."""
+
+from dfp_jax import mvp
+from experiments.configs import common
+
+PRESETS, TASK_GROUPS = common.PRESETS, common.TASK_GROUPS
+
+
+def get_config(preset: str = "quick", method: str = "mvp", use_topk: bool = False):
+  c = common.make(method, mvp.get_config(), preset)
+  c.agent.use_topk = use_topk
+  return c

@@ -1,0 +1,13 @@
+"""QC-BFN configs: best-of-N (N = 32) from a flow BC policy on chunks, h = 5 (SPEC 9)."""
+
+from dfp_jax import bfn
+from experiments.configs import common
+
+PRESETS, TASK_GROUPS = common.PRESETS, common.TASK_GROUPS
+
+
+def get_config(preset: str = "quick", method: str = "qc_bfn", chunk_len: int = 5):
+  c = common.make(method, bfn.get_config(), preset)
+  if preset not in common.OFFLINE_TASKS:
+    c.agent.chunk_len = chunk_len
+  return c

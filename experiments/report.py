@@ -1,0 +1,324 @@
+"""Paper-style results table and learning curves from any set of run directories.
+
+  python -m experiments.report RUN_DIRS... --out=DIR [--label_key=method]
+      [--tasks_order=cube-single-task2,cube-double-task2]
+
+Each RUN_DIR is searched recursively for runs: directories holding config.json
+and eval.csv, as dfp_jax/trainer.py writes them. Runs are grouped by task and by
+a row label made of one or more dotted config keys (`--label_key=agent.top_k`
+for a K ablation, `--label_key=method,agent.top_k` for both). Writes to --out:
+
+  results.md           success (%) at the end of the offline phase -> end of the
+                       online phase, mean ± std over seeds; one row per label,
+                       one column per task, plus their average;
+  results.csv          the same per (label, task) in long format, as fractions;
+  learning_curves.png  eval success vs step, one panel per task, one line per label.
+
+A run without summary.json is still training: its numbers come from the last
+offline / online rows of its eval.csv and its table cell is marked `*`.
+"""
+
+import csv
+import functools
+import json
+import math
+import os
+import re
+import sys
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+from absl import app, flags
+
+from dfp_jax.metrics import read_csv
+
+flags.DEFINE_string("out", None, "Directory for results.md, results.csv and learning_curves.png.")
+flags.DEFINE_list("label_key", ["method"], "Dotted config key(s) whose values label a row.")
+flags.DEFINE_list("tasks_order", None, "Task columns first in this order (full or short names).")
+FLAGS = flags.FLAGS
+
+Keys = Union[str, Sequence[str]]  # "method,agent.top_k" or ["method", "agent.top_k"]
+CSV_COLUMNS = ["label", "task", "num_seeds", "offline_mean", "offline_std", "online_mean",
+               "online_std", "final_mean", "final_std", "seeds", "num_partial"]
+NAN = float("nan")
+
+
+def _warn(msg: str):
+  print(f"warning: {msg}", file=sys.stderr)
+
+
+def short_task(task: str) -> str:
+  """'cube-single-play-singletask-task2-v0' -> 'cube-single-task2'."""
+  return task.replace("-play-singletask", "").removesuffix("-v0")
+
+
+def config_value(config: Dict, key: str):
+  """config['agent']['top_k'] for key 'agent.top_k'; None where missing."""
+  for part in key.split("."):
+    if not isinstance(config, dict) or part not in config:
+      return None
+    config = config[part]
+  return config
+
+
+def _render(v) -> str:
+  if isinstance(v, (list, tuple)):  # JSON has no tuples: (0.05,) comes back as [0.05]
+    return _render(v[0]) if len(v) == 1 else "(" + ",".join(_render(x) for x in v) + ")"
+  return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def _keys(label_key: Keys) -> List[str]:
+  keys = label_key.split(",") if isinstance(label_key, str) else label_key
+  return [k.strip() for k in keys if k.strip()]
+
+
+def run_label(config: Dict, label_key: Keys = "method") -> str:
+  """'dfp' for the method alone, else 'agent.top_k=4', parts joined by ', '."""
+  return ", ".join(_render(config_value(config, k)) if k == "method"
+                   else f"{k}={_render(config_value(config, k))}" for k in _keys(label_key))
+
+
+def _natural(s: str):
+  """Sort key with digit runs as numbers, so task2 < task10."""
+  return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)]
+
+
+def order_tasks(tasks, tasks_order: Optional[Sequence[str]] = None) -> List[str]:
+  """`tasks` with those named in `tasks_order` (full or short names) first, the rest sorted."""
+  rest = sorted(set(tasks), key=_natural)
+  first = []
+  for name in tasks_order or []:
+    match = [t for t in rest if name in (t, short_task(t))]
+    first += match
+    rest = [t for t in rest if t not in match]
+  return first + rest
+
+
+def read_run(d: str) -> Optional[Dict]:
+  """One run dir as a record (None while eval.csv has no rows yet).
+
+  Keys: dir, config (dict), task, seed, offline_steps, online_steps, partial
+  (no summary.json yet), offline / online / final (success fractions, NaN where
+  that phase has none), steps and success ([T] arrays of eval.csv, sorted by step).
+  """
+  with open(os.path.join(d, "config.json")) as f:
+    config = json.load(f)
+  ev = read_csv(os.path.join(d, "eval.csv"))
+  if not ev or "success" not in ev:
+    return None
+  # A resumed run appends to its eval.csv: keep the last row of each step.
+  steps, idx = np.unique(ev["step"][::-1], return_index=True)
+  success = ev["success"][::-1][idx]
+  online = ev.get("online", np.zeros_like(ev["step"]))[::-1][idx] > 0
+  summary_path = os.path.join(d, "summary.json")
+  if os.path.exists(summary_path):
+    with open(summary_path) as f:
+      summary = json.load(f)
+  else:
+    summary = {"offline_success": success[~online][-1] if (~online).any() else NAN,
+               "online_success": success[online][-1] if online.any() else NAN,
+               "final_success": success[-1]}
+  run = {p: NAN if summary.get(f"{p}_success") is None else float(summary[f"{p}_success"])
+         for p in ("offline", "online", "final")}
+  return {**run, "dir": d, "config": config, "steps": steps, "success": success,
+          "task": config_value(config, "env.task") or summary.get("task", "unknown"),
+          "seed": config.get("seed", summary.get("seed")),
+          "offline_steps": config_value(config, "train.offline_steps") or 0,
+          "online_steps": config_value(config, "train.online_steps") or 0,
+          "partial": not os.path.exists(summary_path)}
+
+
+def find_runs(paths: Sequence[str]) -> List[Dict]:
+  """Records (see read_run) of every run dir under `paths`, searched recursively.
+
+  Raises ValueError for a path that is not a directory or when no run is found.
+  """
+  dirs = {}  # by real path: a run reached through two given paths is read once
+  for p in paths:
+    if not os.path.isdir(p):
+      raise ValueError(f"{p} is not a directory" if os.path.exists(p) else f"{p} does not exist")
+    for root, subdirs, files in os.walk(p):
+      subdirs.sort()
+      if "config.json" in files and "eval.csv" in files:
+        dirs.setdefault(os.path.realpath(root), root)
+  runs = []
+  for d in dirs.values():
+    try:
+      run = read_run(d)
+    except (OSError, ValueError) as e:  # e.g. a JSON file caught half-written
+      _warn(f"skipping {d}: {e}")
+      continue
+    if run is None:
+      _warn(f"skipping {d}: no eval rows yet")
+    else:
+      runs.append(run)
+  if not runs:
+    raise ValueError(f"no run directories (config.json + eval.csv) under {', '.join(paths)}")
+  return runs
+
+
+def group_runs(runs: Sequence[Dict], label_key: Keys = "method",
+               tasks_order: Optional[Sequence[str]] = None) -> Dict[Tuple[str, str], List[Dict]]:
+  """{(label, task): runs sorted by seed}, labels ordered by their config values, then tasks."""
+  keys = _keys(label_key)
+  if not keys:
+    raise ValueError("--label_key is empty")
+  for k in keys:
+    if all(config_value(r["config"], k) is None for r in runs):
+      raise ValueError(f"--label_key: no run's config.json has {k}")
+
+  def value_order(r):  # numbers numerically (K=4 before K=16), the rest as text
+    vals = [config_value(r["config"], k) for k in keys]
+    return [(0, v, "") if isinstance(v, (int, float)) and not isinstance(v, bool)
+            else (1, 0, _render(v)) for v in vals]
+
+  tasks = order_tasks([r["task"] for r in runs], tasks_order)
+  groups = {}
+  for r in sorted(runs, key=lambda r: (value_order(r), tasks.index(r["task"]), str(r["seed"]))):
+    groups.setdefault((run_label(r["config"], keys), r["task"]), []).append(r)
+  return groups
+
+
+def summarise(runs: Sequence[Dict], label_key: Keys = "method",
+              tasks_order: Optional[Sequence[str]] = None) -> List[Dict]:
+  """One row per (label, task), keys CSV_COLUMNS: success mean and population std
+  (ddof=0) over seeds for each phase, as fractions (NaN where no seed has the phase)."""
+  rows = []
+  for (label, task), rs in group_runs(runs, label_key, tasks_order).items():
+    row = {"label": label, "task": task, "num_seeds": len(rs)}
+    seeds = [r["seed"] for r in rs]
+    dups = sorted({str(s) for s in seeds if seeds.count(s) > 1})
+    if dups:  # e.g. two sweeps of one method passed together: all their runs are pooled
+      _warn(f"{label} on {task}: seeds {', '.join(dups)} appear more than once; all pooled")
+    for phase in ("offline", "online", "final"):
+      v = np.array([r[phase] for r in rs])
+      v = v[~np.isnan(v)]
+      row[f"{phase}_mean"] = float(v.mean()) if v.size else NAN
+      row[f"{phase}_std"] = float(v.std()) if v.size else NAN
+    row["seeds"] = " ".join(map(str, seeds))
+    row["num_partial"] = sum(r["partial"] for r in rs)
+    rows.append(row)
+  return rows
+
+
+def _pct(mean: float, std: Optional[float] = None) -> str:
+  return f"{100 * mean:.1f}" + ("" if std is None else f" ± {100 * std:.1f}")
+
+
+def _cell(r: Dict) -> str:
+  """'41.2 ± 3.1 → 88.0 ± 2.0 (n=3)', the offline number alone for a run without online phase."""
+  parts = [_pct(r[f"{p}_mean"], r[f"{p}_std"]) for p in ("offline", "online")
+           if not math.isnan(r[f"{p}_mean"])]
+  return " → ".join(parts) + f" (n={r['num_seeds']})" + ("*" if r["num_partial"] else "")
+
+
+def format_markdown(rows: Sequence[Dict], tasks_order: Optional[Sequence[str]] = None) -> str:
+  """The Markdown table: rows = labels, columns = tasks + avg, cells 'offline → online'."""
+  tasks = order_tasks([r["task"] for r in rows], tasks_order)
+  cells = {(r["label"], r["task"]): r for r in rows}
+  lines = ["Success rate (%) at the end of the offline phase → end of the online phase: mean ± "
+           "std over seeds (population std, ddof=0); n = seeds; avg = mean of the per-task "
+           "means over the tasks a row has; * = includes runs still training (from eval.csv).",
+           "", "| label | " + " | ".join(short_task(t) for t in tasks) + " | avg |",
+           "|---" * (len(tasks) + 2) + "|"]
+  for label in dict.fromkeys(r["label"] for r in rows):
+    mine = [cells[label, t] for t in tasks if (label, t) in cells]
+    line = [label] + [_cell(cells[label, t]) if (label, t) in cells else "–" for t in tasks]
+    means = [[r[f"{p}_mean"] for r in mine if not math.isnan(r[f"{p}_mean"])]
+             for p in ("offline", "online")]
+    line.append(" → ".join(_pct(float(np.mean(m))) for m in means if m) or "–")
+    lines.append("| " + " | ".join(line) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def write_table(rows: Sequence[Dict], out: str,
+                tasks_order: Optional[Sequence[str]] = None) -> Tuple[str, str]:
+  """Writes `out`/results.md and `out`/results.csv (empty cells for NaN); returns both paths."""
+  os.makedirs(out, exist_ok=True)
+  md_path, csv_path = os.path.join(out, "results.md"), os.path.join(out, "results.csv")
+  with open(md_path, "w") as f:
+    f.write(format_markdown(rows, tasks_order))
+  with open(csv_path, "w", newline="") as f:
+    w = csv.DictWriter(f, CSV_COLUMNS)
+    w.writeheader()
+    for r in rows:
+      w.writerow({k: "" if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()})
+  return md_path, csv_path
+
+
+def learning_curve(runs: Sequence[Dict], what: str = "") -> Tuple[np.ndarray, ...]:
+  """Success over seeds at the eval steps all `runs` share: steps, mean, std (ddof=0), each [T]."""
+  common = functools.reduce(np.intersect1d, [r["steps"] for r in runs])
+  dropped = len(functools.reduce(np.union1d, [r["steps"] for r in runs])) - len(common)
+  if dropped:
+    _warn(f"{what}: dropped {dropped} eval steps that not every seed has")
+  ys = np.stack([r["success"][np.searchsorted(r["steps"], common)] for r in runs])
+  return common, ys.mean(0), ys.std(0)
+
+
+def plot_curves(runs: Sequence[Dict], label_key: Keys = "method", out: str = ".",
+                tasks_order: Optional[Sequence[str]] = None) -> str:
+  """Writes `out`/learning_curves.png, one panel per task; returns its path."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  groups = group_runs(runs, label_key, tasks_order)
+  tasks = order_tasks([t for _, t in groups], tasks_order)
+  labels = list(dict.fromkeys(label for label, _ in groups))
+  ncols = min(len(tasks), 3)
+  nrows = -(-len(tasks) // ncols)
+  fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.2 * nrows), dpi=100,
+                           squeeze=False, sharey=True)
+  handles = {}
+  for ax, task in zip(axes.flat, tasks):
+    for i, label in enumerate(labels):
+      rs = groups.get((label, task))
+      if not rs:
+        continue
+      steps, mean, std = learning_curve(rs, f"{label} on {task}")
+      color = f"C{i % 10}"
+      handles[label], = ax.plot(steps, 100 * mean, "-", marker=".", color=color, label=label)
+      ax.fill_between(steps, 100 * (mean - std), 100 * (mean + std), color=color, alpha=0.2, lw=0)
+    for s in {r["offline_steps"] for (_, t), rs in groups.items() if t == task for r in rs
+              if r["offline_steps"] > 0 and r["online_steps"] > 0}:
+      handles["end of offline phase"] = ax.axvline(s, color="gray", ls="--", lw=1,
+                                                   label="end of offline phase")
+    ax.set_title(short_task(task))
+    ax.set_xlabel("step (offline, then offline + env steps)")
+    ax.set_ylim(-2, 102)
+    ax.grid(alpha=0.3)
+  for ax in axes[:, 0]:
+    ax.set_ylabel("eval success (%)")
+  for ax in axes.flat[len(tasks):]:
+    ax.axis("off")
+  fig.legend(handles.values(), handles.keys(), title="mean ± std over seeds (ddof=0)",
+             loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, title_fontsize=8)
+  fig.tight_layout()
+  path = os.path.join(out, "learning_curves.png")
+  os.makedirs(out, exist_ok=True)
+  fig.savefig(path, bbox_inches="tight")
+  plt.close(fig)
+  return path
+
+
+def main(argv):
+  if len(argv) < 2:
+    sys.exit("error: give one or more run directories")
+  if not FLAGS.out:
+    sys.exit("error: --out=DIR is required")
+  try:
+    runs = find_runs(argv[1:])
+    rows = summarise(runs, FLAGS.label_key, FLAGS.tasks_order)
+  except ValueError as e:
+    sys.exit(f"error: {e}")
+  for name in FLAGS.tasks_order or []:
+    if not any(name in (r["task"], short_task(r["task"])) for r in runs):
+      _warn(f"--tasks_order: no run of task {name}")
+  paths = write_table(rows, FLAGS.out, FLAGS.tasks_order)
+  paths += (plot_curves(runs, FLAGS.label_key, FLAGS.out, FLAGS.tasks_order),)
+  print(format_markdown(rows, FLAGS.tasks_order))
+  print(f"{len(runs)} runs; wrote " + ", ".join(paths))
+
+
+if __name__ == "__main__":
+  app.run(main)

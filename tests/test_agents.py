@@ -1,0 +1,219 @@
+"""Every method's agent: updates learn, flow and MeanFlow policies fit a mixture, best-of-N."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import ml_collections
+import optax
+import pytest
+
+from dfp_jax import agents, bfn, fql, mvp
+from dfp_jax.parallel import example_keys
+from experiments.configs import common
+
+METHODS = sorted(agents.METHODS)
+MODES = np.array([[-0.6, -0.6], [-0.6, 0.6], [0.6, -0.6], [0.6, 0.6]], np.float32)
+
+
+def _config(method, **kw):
+  module = __import__(f"experiments.configs.{method}", fromlist=["get_config"])
+  c = module.get_config("smoke").agent
+  c.actor_hidden = c.critic_hidden = (64, 64)
+  c.chunk_len = 1
+  c.lr = 1e-3
+  c.update(kw)
+  return c
+
+
+def _mixture_batch(rng, n, obs_dim=2):
+  """Actions from a 4-mode 2-D mixture; rewards favour the (+, +) mode; episodes end."""
+  idx = rng.integers(0, 4, n)
+  actions = MODES[idx] + 0.03 * rng.standard_normal((n, 2)).astype(np.float32)
+  return {
+      "observations": np.zeros((n, obs_dim), np.float32),
+      "actions": actions,
+      "rewards": (idx == 3).astype(np.float32),
+      "masks": np.zeros(n, np.float32),
+      "valid": np.ones(n, np.float32),
+      "next_observations": np.zeros((n, obs_dim), np.float32),
+  }
+
+
+def _mode_distance(lib, agent):
+  """Mean distance from acted chunks to the nearest data mode."""
+  chunks = lib.act(agent, np.zeros((256, 2), np.float32), jax.random.PRNGKey(7))
+  d = np.linalg.norm(np.asarray(chunks)[:, None] - MODES[None], axis=-1)
+  return float(d.min(-1).mean())
+
+
+# The regression error each method minimises, which falls on a fixed batch (for MVP the
+# unweighted one: MeanFlow's adaptive weight keeps the weighted loss near 1). DFP's
+# drift loss is normalised to unit RMS per temperature, so its value stays near the
+# number of temperatures by design; what it minimises shows as samples moving onto the data.
+OWN_LOSS = {"fql": "actor/bc_flow_loss", "qc_fql": "actor/bc_flow_loss",
+            "bfn": "actor/bc_flow_loss", "qc_bfn": "actor/bc_flow_loss",
+            "mvp": "actor/bc_error", "mvp_topk": "actor/bc_error"}
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_update_is_finite_and_improves_on_a_fixed_batch(method):
+  lib = agents.get(method)
+  # Two temperatures for DFP: at init the samples sit near 0 and with R = 0.05 alone
+  # the kernel weight of positives 0.85 away underflows (the field starts at ~1e-13).
+  extra = {"temperatures": (0.05, 0.2)} if method.startswith("dfp") else {}
+  agent = lib.create(_config(method, **extra), obs_dim=2, action_dim=2,
+                     key=jax.random.PRNGKey(0))
+  batch = _mixture_batch(np.random.default_rng(0), 128)
+  update = jax.jit(functools.partial(lib.update, online=True))
+  agent = lib.start_online(agent)
+  dist0 = _mode_distance(lib, agent) if method not in OWN_LOSS else None
+  infos = []
+  for i in range(300):
+    agent, info = update(agent, batch, jax.random.PRNGKey(i))
+    infos.append(jax.device_get(info))
+  for k in infos[-1]:
+    assert all(np.isfinite(x[k]) for x in infos), (method, k)
+  first = lambda k: np.mean([x[k] for x in infos[:10]])
+  last = lambda k: np.mean([x[k] for x in infos[-10:]])
+  assert last("critic/loss") < 0.5 * first("critic/loss"), method
+  if method in OWN_LOSS:
+    k = OWN_LOSS[method]
+    assert last(k) < 0.8 * first(k), (method, first(k), last(k))
+  else:  # DFP: its samples move onto the data (measured 0.77 -> 0.49).
+    dist = _mode_distance(lib, agent)
+    assert dist < 0.75 * dist0, (method, dist0, dist)
+  chunk = lib.act(agent, np.zeros(2, np.float32), jax.random.PRNGKey(1))
+  assert chunk.shape == (2,) and float(jnp.abs(chunk).max()) <= 1.0
+
+
+def _fit(loss_fn, params, steps, lr=1e-3):
+  """Adam on loss_fn(params, batch, keys) over fresh mixture batches."""
+  opt = optax.adam(lr)
+
+  @jax.jit
+  def step(params, opt_state, batch, key):
+    grads = jax.grad(loss_fn)(params, batch, example_keys(key, 256))
+    updates, opt_state = opt.update(grads, opt_state)
+    return optax.apply_updates(params, updates), opt_state
+
+  opt_state = opt.init(params)
+  rng = np.random.default_rng(0)
+  for i in range(steps):
+    params, opt_state = step(params, opt_state, _mixture_batch(rng, 256), jax.random.PRNGKey(i))
+  return params
+
+
+def _on_modes(samples):
+  """Fraction of samples within 0.15 of a mode, and each mode's share of all samples."""
+  d = np.linalg.norm(np.asarray(samples)[:, None] - MODES[None], axis=-1)
+  near = d.min(-1) < 0.15
+  return near.mean(), np.bincount(d.argmin(-1)[near], minlength=4) / len(d)
+
+
+def test_flow_policy_fits_a_2d_mixture_in_a_few_euler_steps():
+  agent = bfn.create(_config("bfn", actor_hidden=(64, 64, 64)), 2, 2, jax.random.PRNGKey(0))
+  params = _fit(lambda p, b, k: bfn.actor_loss(agent, p, b, k)[0], agent.actor_params, 1500)
+  keys = example_keys(jax.random.PRNGKey(9), 1)
+  def sample(steps):
+    c = ml_collections.ConfigDict(agent.config)
+    c.flow_steps = steps
+    fitted = agent.replace(actor_params=params, config=ml_collections.FrozenConfigDict(c))
+    return bfn.sample_chunks(fitted, jnp.zeros((1, 2)), keys, 1000)[0]
+  near, share = _on_modes(sample(10))
+  assert near > 0.6 and share.min() > 0.12, (near, share)
+  # One Euler step of the same flow lands near the data mean, between the modes.
+  assert _on_modes(sample(1))[0] < 0.2
+
+
+def test_meanflow_policy_fits_a_2d_mixture_in_one_step():
+  # Three layers: with two, the one-step map splits the noise space unevenly (measured).
+  agent = mvp.create(_config("mvp", actor_hidden=(64, 64, 64)), 2, 2, jax.random.PRNGKey(0))
+  loss = lambda p, b, k: mvp.actor_loss(agent, p, b, k, use_topk=False)[0]
+  params = _fit(loss, agent.actor_params, 1500)
+  keys = example_keys(jax.random.PRNGKey(9), 1)
+  near, share = _on_modes(mvp.sample_chunks(agent, params, jnp.zeros((1, 2)), keys, 1000)[0])
+  assert near > 0.6 and share.min() > 0.12, (near, share)
+  # The same network trained with the instantaneous velocity alone (plain flow matching,
+  # no MeanFlow identity) and sampled in one step does not: the identity makes one step work.
+  flow_only = lambda p, b, k: jnp.mean(_velocity_only_loss(agent, p, b, k))
+  params = _fit(flow_only, agent.actor_params, 1500)
+  near_flow, _ = _on_modes(mvp.sample_chunks(agent, params, jnp.zeros((1, 2)), keys, 1000)[0])
+  assert near_flow < near - 0.3, (near_flow, near)
+
+
+def _velocity_only_loss(agent, params, batch, keys):
+  x = batch["actions"]
+  e = jax.random.normal(jax.random.fold_in(keys[0], 1), x.shape)
+  t = jax.random.uniform(jax.random.fold_in(keys[0], 2), x.shape[:1])
+  z = x + t[:, None] * (e - x)
+  u = agent.net.apply({"params": params}, batch["observations"], z, t, t)
+  return jnp.mean(jnp.square(u - (e - x)), -1)
+
+
+@pytest.mark.parametrize("lib,sample", [
+    (bfn, bfn.sample_chunks),
+    (mvp, mvp._policy_samples),
+    (fql, fql.sample_chunks),
+])
+def test_best_of_n_acts_with_the_argmax_q_sample(lib, sample):
+  method = {bfn: "bfn", mvp: "mvp", fql: "fql"}[lib]
+  agent = lib.create(_config(method, num_act_samples=8), 2, 2, jax.random.PRNGKey(0))
+  # A critic that prefers the (+, +) corner strongly, after a few TD steps.
+  update = jax.jit(functools.partial(lib.update, online=True))
+  batch = _mixture_batch(np.random.default_rng(0), 128)
+  for i in range(50):
+    agent, _ = update(agent, batch, jax.random.PRNGKey(i))
+  obs = jax.random.normal(jax.random.PRNGKey(3), (16, 2))
+  key = jax.random.PRNGKey(4)
+  chosen = lib.act(agent, obs, key)
+  samples = sample(agent, obs, example_keys(key, 16), 8)
+  q = mvp.q_values(agent, agent.critic_params, obs, samples)
+  best = jnp.take_along_axis(samples, jnp.argmax(q, -1)[:, None, None], 1)[:, 0]
+  np.testing.assert_allclose(chosen, best, atol=1e-6)
+  # ...and the chosen one is never worse than any sample.
+  q_chosen = mvp.q_values(agent, agent.critic_params, obs, chosen[:, None])[:, 0]
+  assert bool(jnp.all(q_chosen >= q.max(-1) - 1e-5))
+
+
+def test_every_config_file_has_every_preset_and_its_method():
+  for method in METHODS:
+    module = __import__(f"experiments.configs.{method}", fromlist=["get_config"])
+    for preset in common.PRESETS:
+      c = module.get_config(preset)
+      assert c.method == method
+      assert agents.get(c.method) is agents.METHODS[method]
+      if preset in common.ONLINE_TASKS or preset == "quick":
+        assert c.agent.chunk_len == (5 if method in ("dfp", "dfp_no_topk", "qc_fql", "qc_bfn",
+                                                     "mvp", "mvp_topk") else 1)
+  assert fql.get_config().alpha == 100.0
+  assert bfn.get_config().num_act_samples == 32
+  assert mvp.get_config().velocity_weight == 1.0
+  with pytest.raises(ValueError, match="unknown method"):
+    agents.get("nope")
+
+
+@pytest.mark.parametrize("method", ["qc_fql", "bfn", "mvp_topk"])
+def test_smoke_training_runs_each_agent_family_through_the_trainer(method, tiny_cube_single,
+                                                                   tmp_path):
+  """The same loop, logging and evaluation drive every method (two seeds, vectorised)."""
+  import json
+  from dfp_jax import trainer
+  from dfp_jax.metrics import read_csv
+  module = __import__(f"experiments.configs.{method}", fromlist=["get_config"])
+  c = module.get_config("smoke")
+  c.env.dataset_dir = tiny_cube_single
+  c.train.tensorboard = False
+  summaries = trainer.train_and_evaluate(c, str(tmp_path), seeds=(0, 1))
+  assert [s["seed"] for s in summaries] == [0, 1]
+  for s in (0, 1):
+    d = tmp_path / f"seed_{s}"
+    assert json.load(open(d / "config.json"))["method"] == method
+    train = read_csv(str(d / "train.csv"))
+    assert np.all(np.isfinite(train["actor/loss"])) and np.all(np.isfinite(train["critic/loss"]))
+    assert train["step"][-1] == c.train.offline_steps + c.train.online_steps
+    assert len(read_csv(str(d / "eval.csv"))["success"]) >= 2
+  # Different seeds train differently.
+  a, b = (read_csv(str(tmp_path / f"seed_{s}" / "train.csv"))["critic/loss"] for s in (0, 1))
+  assert not np.allclose(a, b)
