@@ -1,8 +1,9 @@
 """Run by test_parallel.py in a subprocess with 8 host devices (XLA_FLAGS set before jax loads).
 
-Trains a small DFP agent for a few steps three ways at the same global batch (plain
-jit on one device, data-parallel over a 1-device mesh, data-parallel over 8 devices)
-and prints the largest parameter and metric differences as JSON.
+Trains a small agent of each method family (DFP, QC-FQL, QC-BFN, MVP + top-K) for a
+few steps three ways at the same global batch (plain jit on one device, data-parallel
+over a 1-device mesh, data-parallel over 8 devices) and prints the largest parameter
+and metric differences per method as JSON.
 """
 
 import functools
@@ -16,7 +17,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from dfp_jax import dfp, parallel  # noqa: E402
+from dfp_jax import bfn, dfp, fql, mvp, parallel  # noqa: E402
+
+METHODS = {"dfp": (dfp, {}), "qc_fql": (fql, {}),
+           "qc_bfn": (bfn, {"flow_steps": 3, "num_target_samples": 4}),
+           "mvp_topk": (mvp, {"use_topk": True})}
 
 
 def batch(rng, n, obs_dim=3, s=4):
@@ -30,10 +35,17 @@ def batch(rng, n, obs_dim=3, s=4):
   }
 
 
-def run(update, steps=4, online=True):
-  c = dfp.get_config()
+def config(method):
+  lib, extra = METHODS[method]
+  c = lib.get_config()
   c.actor_hidden, c.critic_hidden, c.chunk_len = (32, 32), (32, 32), 2
-  agent = dfp.create(c, obs_dim=3, action_dim=2, key=jax.random.PRNGKey(0))
+  c.update(extra)
+  return c
+
+
+def run(method, update, steps=4, online=True):
+  agent = METHODS[method][0].create(config(method), obs_dim=3, action_dim=2,
+                                    key=jax.random.PRNGKey(0))
   rng = np.random.default_rng(0)
   fn = jax.jit(functools.partial(update, online=online))
   infos = []
@@ -50,18 +62,21 @@ def max_diff(a, b):
 
 def main():
   assert jax.device_count() == 8, jax.devices()
-  ref_agent, ref_info = run(dfp.update)
   out = {"devices": jax.device_count()}
-  for n in (1, 8):
-    mesh = parallel.make_mesh(jax.devices()[:n])
-    agent, info = run(parallel.data_parallel(dfp.update, mesh))
-    out[f"params_{n}"] = max_diff(ref_agent.actor_params, agent.actor_params)
-    out[f"critic_{n}"] = max_diff(ref_agent.critic_params, agent.critic_params)
-    out[f"info_{n}"] = max(abs(float(ref_info[-1][k]) - float(info[-1][k])) /
-                           (1e-6 + abs(float(ref_info[-1][k]))) for k in ref_info[-1])
-  # How far the parameters moved, to compare the differences against.
-  init = dfp.create(ref_agent.config, 3, 2, jax.random.PRNGKey(0))
-  out["moved"] = max_diff(ref_agent.actor_params, init.actor_params)
+  for method, (lib, _) in METHODS.items():
+    ref_agent, ref_info = run(method, lib.update)
+    res = {}
+    for n in (1, 8):
+      mesh = parallel.make_mesh(jax.devices()[:n])
+      agent, info = run(method, parallel.data_parallel(lib.update, mesh))
+      res[f"params_{n}"] = max_diff(ref_agent.actor_params, agent.actor_params)
+      res[f"critic_{n}"] = max_diff(ref_agent.critic_params, agent.critic_params)
+      res[f"info_{n}"] = max(abs(float(ref_info[-1][k]) - float(info[-1][k])) /
+                             (1e-6 + abs(float(ref_info[-1][k]))) for k in ref_info[-1])
+    # How far the parameters moved, to compare the differences against.
+    init = lib.create(config(method), 3, 2, jax.random.PRNGKey(0))
+    res["moved"] = max_diff(ref_agent.actor_params, init.actor_params)
+    out[method] = res
   print(json.dumps(out))
 
 

@@ -21,11 +21,14 @@ def test_eight_devices_match_one_device_step_for_step():
   assert res.returncode == 0, res.stderr[-3000:]
   out = json.loads(res.stdout.strip().splitlines()[-1])
   assert out["devices"] == 8
-  assert out["moved"] > 1e-4  # the parameters did change over the 4 steps
-  for n in (1, 8):
-    # Same global batch, same per-example noise: equal up to float error in reductions.
-    assert out[f"params_{n}"] < 1e-5 and out[f"critic_{n}"] < 1e-5, out
-    assert out[f"info_{n}"] < 1e-3, out
+  assert set(out) == {"devices", "dfp", "qc_fql", "qc_bfn", "mvp_topk"}
+  for method in ("dfp", "qc_fql", "qc_bfn", "mvp_topk"):
+    res = out[method]
+    assert res["moved"] > 1e-4, (method, res)  # the parameters did change over the 4 steps
+    for n in (1, 8):
+      # Same global batch, same per-example noise: equal up to float error in reductions.
+      assert res[f"params_{n}"] < 1e-5 and res[f"critic_{n}"] < 1e-5, (method, res)
+      assert res[f"info_{n}"] < 1e-3, (method, res)
 
 
 def _tiny_agent(seed):
