@@ -9,6 +9,10 @@ Sweeps: `--seeds=0,1,2,3,4` trains the seeds together as one vmapped program
 and writes `<workdir>/<task>/seed_<k>/`; `--tasks=cube-triple` (a group from
 the config file's TASK_GROUPS, or a comma list of presets) runs the tasks one
 after another, each with every seed and the same command-line overrides.
+`--ablation=top_k` (or `topk_weight`, `temperatures`: the config file's
+ABLATIONS) runs every value of that field one after another and writes
+`<workdir>/<task>/<field>=<value>/seed_<k>/`; `python -m experiments.report
+<workdir> --out=DIR --label_key=agent.top_k` makes its table.
 """
 
 import importlib.util
@@ -29,6 +33,8 @@ config_flags.DEFINE_config_file(
 flags.DEFINE_string("workdir", None, "Output directory (default runs/<method>/<task>/seed_<seed>).")
 flags.DEFINE_list("seeds", None, "Seeds trained together, vectorised (default: config.seed alone).")
 flags.DEFINE_list("tasks", None, "Presets or preset groups to sweep, one after another.")
+flags.DEFINE_string("ablation", None, "Sweep one hyperparameter over the paper's values "
+                    "(the config file's ABLATIONS: top_k, topk_weight, temperatures).")
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (auto-detects TPU pods "
                   "and SLURM; or give the three flags below).")
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for explicit multi-process.")
@@ -59,11 +65,34 @@ def default_workdir(config):
   return os.path.join("runs", config.method, config.env.task, f"seed_{config.seed}")
 
 
-def sweep_configs(path, tasks, overrides):
-  """One config per preset in `tasks` (groups expanded), with the flat `overrides` applied."""
+def _config_module(path):
+  path = path.split(":")[0]  # drop a ':<preset>'
   spec = importlib.util.spec_from_file_location("sweep_config", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
+  return module
+
+
+def ablation_configs(path, configs, name):
+  """[(config, run subdir)] for every value of ablation `name` applied to every config."""
+  ablations = getattr(_config_module(path), "ABLATIONS", {})
+  if name not in ablations:
+    raise ValueError(f"unknown ablation {name!r} for {os.path.basename(path)}; choose one of: "
+                     f"{', '.join(ablations) or 'none'}")
+  field, values = ablations[name]
+  out = []
+  for config in configs:
+    for value in values:
+      variant = config.copy_and_resolve_references()
+      variant.update_from_flattened_dict({field: value})
+      shown = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+      out.append((variant, f"{field.split('.')[-1]}={shown}"))
+  return out
+
+
+def sweep_configs(path, tasks, overrides):
+  """One config per preset in `tasks` (groups expanded), with the flat `overrides` applied."""
+  module = _config_module(path)
   groups = getattr(module, "TASK_GROUPS", {})
   presets = [p for t in tasks for p in groups.get(t, [t])]
   configs = []
@@ -87,15 +116,20 @@ def main(argv):
     if FLAGS.tasks:
       configs = sweep_configs(config_flags.get_config_filename(FLAGS["config"]), FLAGS.tasks,
                               config_flags.get_override_values(FLAGS["config"]))
-    for config in configs:
+    runs = [(config, "") for config in configs]
+    if FLAGS.ablation:
+      runs = ablation_configs(config_flags.get_config_filename(FLAGS["config"]), configs,
+                              FLAGS.ablation)
+    for config, _ in runs:
       agents.get(config.method)
   except ValueError as e:
     sys.exit(f"error: {e}")
   seeds = [int(s) for s in FLAGS.seeds] if FLAGS.seeds else None
-  sweep = bool(FLAGS.tasks or FLAGS.seeds)
-  for config in configs:
+  sweep = bool(FLAGS.tasks or FLAGS.seeds or FLAGS.ablation)
+  for config, subdir in runs:
     if sweep:
-      workdir = os.path.join(FLAGS.workdir or os.path.join("runs", config.method), config.env.task)
+      workdir = os.path.normpath(os.path.join(
+          FLAGS.workdir or os.path.join("runs", config.method), config.env.task, subdir))
     else:
       workdir = FLAGS.workdir or default_workdir(config)
     try:

@@ -146,3 +146,22 @@ def test_task_groups_expand_with_overrides():
       "cube-triple-play-singletask-task4-v0", "cube-single-play-singletask-task2-v0"]
   assert all(c.agent.top_k == 2 for c in configs)
   assert configs[0].agent.actor_hidden == (512,) * 4  # each preset's own values otherwise
+
+
+def test_ablation_flag_sweeps_the_papers_values_and_the_report_tables_them(tmp_path):
+  res = _train("--config=experiments/configs/dfp.py:smoke", "--ablation=top_k", "--seeds=0",
+               f"--workdir={tmp_path}", f"--config.env.dataset_dir={tmp_path / 'data'}",
+               "--config.train.online_steps=12", "--config.agent.num_candidates=8")
+  assert res.returncode == 0, res.stderr[-3000:]
+  task_dir = tmp_path / "cube-single-play-singletask-task2-v0"
+  assert sorted(p.name for p in task_dir.iterdir()) == [f"top_k={k}" for k in (1, 2, 4, 8)]
+  for k in (1, 2, 4, 8):
+    config = json.loads((task_dir / f"top_k={k}" / "seed_0" / "config.json").read_text())
+    assert config["agent"]["top_k"] == k and config["agent"]["num_candidates"] == 8
+  from experiments import report
+  rows = report.summarise(report.find_runs([str(tmp_path)]), "agent.top_k")
+  assert [r["label"] for r in rows] == [f"agent.top_k={k}" for k in (1, 2, 4, 8)]
+  bad = _train("--config=experiments/configs/qc_fql.py:smoke", "--ablation=top_k",
+               f"--workdir={tmp_path / 'bad'}")
+  assert bad.returncode != 0 and "unknown ablation 'top_k'" in bad.stderr
+  assert "Traceback" not in bad.stderr

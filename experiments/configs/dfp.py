@@ -4,6 +4,13 @@ from dfp_jax import dfp
 from experiments.configs import common
 
 PRESETS, TASK_GROUPS = common.PRESETS, common.TASK_GROUPS
+# The paper's ablations, one `--ablation=<name>` each: name -> (config field, values).
+ABLATIONS = {
+    "top_k": ("agent.top_k", [1, 2, 4, 8]),                   # K, with N = 16
+    "topk_weight": ("agent.topk_weight", [0.1, 0.5, 1.0, 5.0]),  # lambda
+    "temperatures": ("agent.temperatures",                      # kernel temperature sets R
+                     [(0.005,), (0.05,), (0.2,), (0.005, 0.05), (0.02, 0.05, 0.2)]),
+}
 
 
 def get_config(preset: str = "quick", method: str = "dfp", **agent):

@@ -1,8 +1,9 @@
 """MVP + top-K: DFP's top-K positives fitted with the MeanFlow loss (the backbone ablation)."""
 
-from experiments.configs import common, mvp
+from experiments.configs import common, dfp, mvp
 
 PRESETS, TASK_GROUPS = common.PRESETS, common.TASK_GROUPS
+ABLATIONS = {k: v for k, v in dfp.ABLATIONS.items() if k in ("top_k", "topk_weight")}
 
 
 def get_config(preset: str = "quick"):
