@@ -21,5 +21,5 @@ setup(
         "tensorboardX",
         "matplotlib",
     ],
-    extras_require={"test": ["pytest>=8"]},
+    extras_require={"test": ["pytest>=8", "nbformat", "nbclient", "ipykernel"]},
 )
