@@ -1,8 +1,8 @@
 """What every agent shares: the state pytree, the chunked critic (SPEC 5), best-of-N, the update.
 
 Each method (dfp.py, fql.py, bfn.py, mvp.py) defines only its actor: how to
-initialise it, how it samples chunks, its loss, and which chunk the critic
-target bootstraps from. The critic ensemble, its TD loss, best-of-N selection,
+initialise it, how it samples chunks (for acting and for the critic target,
+both best-of-N) and its loss. The critic ensemble, its TD loss, best-of-N selection,
 Adam, the target network and the EMA anchor live here, so a difference in
 results between methods is a difference in the actor.
 
@@ -164,17 +164,18 @@ def per_example_keys(key, batch):
   return key if key.shape == (batch_size, 2) else example_keys(key, batch_size)
 
 
-def apply_update(agent, batch, keys, *, actor_loss: Callable, next_chunk: Callable,
+def apply_update(agent, batch, keys, *, actor_loss: Callable, sample: Callable,
                  ema_tau: Optional[float] = None, axis_name: Optional[str] = None):
   """One gradient step on actor and critic, then the target (and EMA anchor) updates.
 
   actor_loss(agent, actor_params, batch, keys [B, 2], axis_name) -> (loss, info);
-  next_chunk(agent, next_observations [B, O], keys [B, 2]) -> [B, S], the chunk
-  the critic target bootstraps from (stop-gradient applied here).
+  sample(agent, obs [B, O], keys [B, 2], num) -> clipped chunks [B, num, S], the
+  policy: the critic target bootstraps from its best of `num_target_samples`.
   `axis_name`: mesh axis over which gradients are averaged when the batch is
   sharded (data parallelism wraps the same update).
   """
-  next_chunks = jax.lax.stop_gradient(next_chunk(agent, batch["next_observations"], fold(keys, 0)))
+  next_chunks = jax.lax.stop_gradient(best_of(agent, sample, batch["next_observations"],
+                                              fold(keys, 0), agent.config.num_target_samples))
   (_, critic_info), critic_grads = jax.value_and_grad(td_loss, argnums=1, has_aux=True)(
       agent, agent.critic_params, batch, next_chunks, axis_name)
   (_, actor_info), actor_grads = jax.value_and_grad(actor_loss, argnums=1, has_aux=True)(
@@ -199,11 +200,15 @@ def apply_update(agent, batch, keys, *, actor_loss: Callable, next_chunk: Callab
   return agent, info
 
 
-def act_with(policy: Callable, obs, key):
-  """Runs policy(obs [B, O], keys [B, 2]) -> [B, S] on obs [O] or [B, O]."""
+def act(agent, sample: Callable, obs, key, num_samples: Optional[int] = None):
+  """Best of N' policy samples (`num_act_samples` unless given) under the critic.
+
+  sample as in `apply_update`; obs: [O] or [B, O] -> [S] or [B, S], in [-1, 1].
+  """
+  num = agent.config.num_act_samples if num_samples is None else num_samples
   single = obs.ndim == 1
   obs = obs[None] if single else obs
-  chunk = policy(obs, example_keys(key, obs.shape[0]))
+  chunk = best_of(agent, sample, obs, example_keys(key, obs.shape[0]), num)
   return chunk[0] if single else chunk
 
 

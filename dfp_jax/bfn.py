@@ -59,18 +59,15 @@ def actor_loss(agent, params, batch, keys, axis_name=None):
 def update(agent: BFNAgent, batch, key, *, online: bool, axis_name: Optional[str] = None):
   """Flow BC and chunked TD with a best-of-N target; the same in both phases."""
   del online
-  n = agent.config.num_target_samples
   return agent_lib.apply_update(
       agent, batch, agent_lib.per_example_keys(key, batch), actor_loss=actor_loss,
-      next_chunk=lambda a, obs, keys: agent_lib.best_of(a, sample_chunks, obs, keys, n),
+      sample=sample_chunks,
       axis_name=axis_name)
 
 
 def act(agent: BFNAgent, obs, key, num_samples: Optional[int] = None):
   """Best of N flow samples. obs: [O] or [B, O] -> [S] or [B, S], in [-1, 1]."""
-  num = agent.config.num_act_samples if num_samples is None else num_samples
-  return agent_lib.act_with(
-      lambda o, k: agent_lib.best_of(agent, sample_chunks, o, k, num), obs, key)
+  return agent_lib.act(agent, sample_chunks, obs, key, num_samples)
 
 
 def start_online(agent):

@@ -57,11 +57,6 @@ def _policy_samples(agent, obs, keys, num):
   return sample_chunks(agent, agent.actor_params, obs, keys, num)
 
 
-def best_of(agent, obs, keys, num):
-  """Best of `num` actor samples under the online critic. [B, O], keys [B, 2] -> [B, S]."""
-  return agent_lib.best_of(agent, _policy_samples, obs, keys, num)
-
-
 def actor_loss(agent, actor_params, batch, keys, axis_name=None, *, use_topk: bool):
   """L_BC (+ lambda * L_topK), both drifting the same generated samples. keys: [B, 2]."""
   c = agent.config
@@ -106,14 +101,13 @@ def update(agent: DFPAgent, batch, key, *, online: bool, axis_name: Optional[str
   return agent_lib.apply_update(
       agent, batch, agent_lib.per_example_keys(key, batch),
       actor_loss=functools.partial(actor_loss, use_topk=uses_topk(c, online)),
-      next_chunk=lambda a, obs, keys: best_of(a, obs, keys, c.num_target_samples),
+      sample=_policy_samples,
       ema_tau=c.ema_tau, axis_name=axis_name)
 
 
 def act(agent: DFPAgent, obs, key, num_samples: Optional[int] = None):
   """Best-of-N' action chunks. obs: [O] or [B, O] -> [S] or [B, S], in [-1, 1]."""
-  num = agent.config.num_act_samples if num_samples is None else num_samples
-  return agent_lib.act_with(lambda o, k: best_of(agent, o, k, num), obs, key)
+  return agent_lib.act(agent, _policy_samples, obs, key, num_samples)
 
 
 start_online = agent_lib.reset_anchor

@@ -127,19 +127,16 @@ def update(agent: MVPAgent, batch, key, *, online: bool, axis_name: Optional[str
   """MeanFlow BC (+ lambda * top-K MeanFlow online when use_topk) and chunked TD."""
   c = agent.config
   use_topk = bool(c.use_topk and online)
-  n = c.num_target_samples
   return agent_lib.apply_update(
       agent, batch, agent_lib.per_example_keys(key, batch),
       actor_loss=functools.partial(actor_loss, use_topk=use_topk),
-      next_chunk=lambda a, obs, keys: agent_lib.best_of(a, _policy_samples, obs, keys, n),
+      sample=_policy_samples,
       ema_tau=c.ema_tau if c.use_topk else None, axis_name=axis_name)
 
 
 def act(agent: MVPAgent, obs, key, num_samples: Optional[int] = None):
   """Best of N one-step samples. obs: [O] or [B, O] -> [S] or [B, S], in [-1, 1]."""
-  num = agent.config.num_act_samples if num_samples is None else num_samples
-  return agent_lib.act_with(
-      lambda o, k: agent_lib.best_of(agent, _policy_samples, o, k, num), obs, key)
+  return agent_lib.act(agent, _policy_samples, obs, key, num_samples)
 
 
 start_online = agent_lib.reset_anchor
