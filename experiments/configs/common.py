@@ -68,9 +68,14 @@ def base_config(method: str, agent_config):
   return c
 
 
-def make(method: str, agent_config, preset: str):
-  """The config of `method` at `preset`, with the method-independent preset values."""
+def make(method: str, agent_config, preset: str, chunk_len=None):
+  """The config of `method` at `preset`, with the method-independent preset values.
+
+  `chunk_len`, if given, replaces the agent's h except on the offline-RL presets (h = 1).
+  """
   c = base_config(method, agent_config)
+  if chunk_len is not None:
+    c.agent.chunk_len = chunk_len
   if preset in ONLINE_TASKS:
     c.env.task = ONLINE_TASKS[preset]
   elif preset in OFFLINE_TASKS:

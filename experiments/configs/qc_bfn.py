@@ -7,7 +7,4 @@ PRESETS, TASK_GROUPS = common.PRESETS, common.TASK_GROUPS
 
 
 def get_config(preset: str = "quick", method: str = "qc_bfn", chunk_len: int = 5):
-  c = common.make(method, bfn.get_config(), preset)
-  if preset not in common.OFFLINE_TASKS:
-    c.agent.chunk_len = chunk_len
-  return c
+  return common.make(method, bfn.get_config(), preset, chunk_len)
