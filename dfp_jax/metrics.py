@@ -2,7 +2,7 @@
 
 import csv
 import os
-from typing import Dict
+from typing import Dict, Optional
 
 import numpy as np
 
@@ -17,16 +17,24 @@ class MetricsLogger:
 
   Columns are fixed by a stream's first row; later keys that were not there
   are added by rewriting the file, so a CSV always has one consistent header.
+
+  When resuming from a checkpoint at `resume_step`, rows written after it
+  (by the run that was interrupted) are dropped, from the CSVs and from
+  TensorBoard, so the files read as if the run had never stopped.
   """
 
-  def __init__(self, workdir: str, tensorboard: bool = True):
+  def __init__(self, workdir: str, tensorboard: bool = True, resume_step: Optional[int] = None):
     self.workdir = workdir
     os.makedirs(workdir, exist_ok=True)
     self._columns: Dict[str, list] = {}
     self._tb = None
+    if resume_step is not None:
+      for stream in ("train", "eval"):
+        truncate_csv(self.path(stream), resume_step)
     if tensorboard:
       from tensorboardX import SummaryWriter
-      self._tb = SummaryWriter(os.path.join(workdir, "tb"), flush_secs=30)
+      self._tb = SummaryWriter(os.path.join(workdir, "tb"), flush_secs=30,
+                               purge_step=None if resume_step is None else resume_step + 1)
 
   def path(self, stream: str) -> str:
     return os.path.join(self.workdir, f"{stream}.csv")
@@ -60,6 +68,27 @@ class MetricsLogger:
   def close(self):
     if self._tb is not None:
       self._tb.close()
+
+
+def truncate_csv(path: str, max_step: int):
+  """Drop the rows of a metrics CSV whose step is past `max_step` (no-op if it does not exist)."""
+  if not os.path.exists(path):
+    return
+  with open(path, newline="") as f:
+    rows = list(csv.reader(f))
+  if not rows:
+    return
+  def kept(row):  # a row cut short by a kill is dropped too
+    try:
+      return len(row) == len(rows[0]) and int(float(row[0])) <= max_step
+    except ValueError:
+      return False
+  keep = [rows[0]] + [r for r in rows[1:] if kept(r)]
+  if len(keep) < len(rows):
+    tmp = path + ".tmp"
+    with open(tmp, "w", newline="") as f:
+      csv.writer(f).writerows(keep)
+    os.replace(tmp, path)
 
 
 def read_csv(path: str) -> Dict[str, np.ndarray]:

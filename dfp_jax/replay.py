@@ -82,6 +82,20 @@ class ReplayBuffer:
     self._cursor = (self._cursor + 1) % self.online_capacity
     self.online_size = min(self.online_size + 1, self.online_capacity)
 
+  def online_state(self) -> Dict[str, np.ndarray]:
+    """The online transitions (filled part, in storage order) and the counters, for checkpoints."""
+    state = {k: v[:self.online_size] for k, v in self.online.items()}
+    state["counters"] = np.array([self.online_size, self._cursor], np.int64)
+    return state
+
+  def load_online_state(self, state: Dict[str, np.ndarray]):
+    size, cursor = (int(x) for x in state["counters"])
+    if size > self.online_capacity:
+      raise ValueError(f"{size} online transitions do not fit a buffer of {self.online_capacity}")
+    for k in FIELDS:
+      self.online[k][:size] = state[k]
+    self.online_size, self._cursor = size, cursor
+
   def _take(self, key, idx):
     off = self.offline[key][np.minimum(idx, self.offline_size - 1)]
     if self.online_size == 0:

@@ -21,20 +21,39 @@ import re
 import sys
 
 import jax
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
-from dfp_jax import agents, ogbench_data
+from dfp_jax import agents, checkpoint, ogbench_data, validation
+
+def one_line(e: BaseException) -> str:
+  """An exception chain (config_flags chains several, some with tracebacks inside) as one line."""
+  parts = []
+  while e is not None:
+    text = str(e).split("Traceback")[0].strip().strip("\"'")
+    if isinstance(e, (KeyError, AttributeError)) and text:
+      text = f"no config field {text.strip(chr(39))}"
+    text = " ".join(text.split())
+    if text and not any(text in p for p in parts):
+      parts.append(text)
+    e = e.__cause__ or e.__context__
+  return " ".join(parts) or "invalid flags"
+
 
 _CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
-config_flags.DEFINE_config_file(
-    "config", os.path.join(_CONFIGS, "dfp.py"), "Config file, optionally ':<preset>'.",
-    lock_config=True)
+try:  # config_flags reads the file and the overrides in sys.argv here, at definition
+  config_flags.DEFINE_config_file(
+      "config", os.path.join(_CONFIGS, "dfp.py"), "Config file, optionally ':<preset>'.",
+      lock_config=True)
+except Exception as e:  # noqa: BLE001  (several types, chained)
+  sys.exit(f"error: {one_line(e)}")
 flags.DEFINE_string("workdir", None, "Output directory (default runs/<method>/<task>/seed_<seed>).")
 flags.DEFINE_list("seeds", None, "Seeds trained together, vectorised (default: config.seed alone).")
 flags.DEFINE_list("tasks", None, "Presets or preset groups to sweep, one after another.")
 flags.DEFINE_string("ablation", None, "Sweep one hyperparameter over the paper's values "
                     "(the config file's ABLATIONS: top_k, topk_weight, temperatures).")
+flags.DEFINE_bool("overwrite", False, "Replace a run already in the workdir (by default a run "
+                  "with the same config resumes from its latest checkpoint, another config is an error).")
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (auto-detects TPU pods "
                   "and SLURM; or give the three flags below).")
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for explicit multi-process.")
@@ -106,6 +125,8 @@ def sweep_configs(path, tasks, overrides):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not FLAGS["verbosity"].present:  # orbax logs every checkpoint step at INFO
+    logging.set_verbosity(logging.WARNING)
   if FLAGS.distributed or FLAGS.coordinator_address:
     from dfp_jax import parallel
     parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
@@ -122,6 +143,7 @@ def main(argv):
                               FLAGS.ablation)
     for config, _ in runs:
       agents.get(config.method)
+      validation.check_config(config)
   except ValueError as e:
     sys.exit(f"error: {e}")
   seeds = [int(s) for s in FLAGS.seeds] if FLAGS.seeds else None
@@ -140,13 +162,27 @@ def main(argv):
         multihost_utils.sync_global_devices("dataset ready")
       summaries = trainer.train_and_evaluate(config, workdir,
                                              seeds=seeds if sweep else None,
-                                             seed_dirs=sweep)
-    except ogbench_data.DatasetError as e:
+                                             seed_dirs=sweep, overwrite=FLAGS.overwrite)
+    except (ogbench_data.DatasetError, checkpoint.CheckpointError, validation.ConfigError,
+            trainer.NonFiniteError) as e:
       sys.exit(f"error: {e}")
+    except trainer.Interrupted as e:
+      print(f"stopped: {e}", file=sys.stderr)
+      sys.exit(128 + int(e.signum))
     for summary in summaries if jax.process_index() == 0 else []:
       print(f"done: {config.env.task} seed {summary['seed']}: " + ", ".join(
           f"{k}={v:.3f}" for k, v in summary.items() if isinstance(v, float)))
 
 
+def parse_flags(argv):
+  """absl's flag parsing, with any error (a bad override, preset or config file) as one line."""
+  try:
+    argv = FLAGS(argv)
+    FLAGS.config.get("method")  # a config file that failed to load raises on first use
+  except Exception as e:  # config_flags raises several types, often chained
+    sys.exit(f"error: {one_line(e)}")
+  return argv
+
+
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -65,6 +65,10 @@ def base_config(method: str, agent_config):
   c.train.log_interval = 5_000       # steps between train-metric rows
   c.train.tensorboard = True         # also write TensorBoard events
   c.train.progress_bar = True
+  c.train.checkpoint_interval = 50_000  # steps between checkpoints in <workdir>/checkpoints (0: none)
+  c.train.keep_checkpoints = 2       # keep the newest few checkpoints
+  c.train.async_checkpointing = True  # write checkpoints in the background
+  c.train.on_nonfinite = "stop"      # NaN/inf in a loss or the parameters: "stop" or "skip" the update
   return c
 
 
@@ -103,6 +107,7 @@ def make(method: str, agent_config, preset: str, chunk_len=None):
     c.train.eval_interval = 2_500
     c.train.eval_episodes = 20
     c.train.log_interval = 500
+    c.train.checkpoint_interval = 2_500
   elif preset == "smoke":
     c.env.task = "cube-single-play-singletask-task2-v0"
     c.env.dataset_dir = "~/.cache/dfp_jax/smoke"
@@ -118,6 +123,7 @@ def make(method: str, agent_config, preset: str, chunk_len=None):
     c.train.eval_interval = 20
     c.train.eval_episodes = 1
     c.train.log_interval = 10
+    c.train.checkpoint_interval = 10
     c.train.progress_bar = False
   else:
     raise ValueError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")

@@ -1,0 +1,277 @@
+"""Checkpointing: kill -9 and resume equality in both phases, SIGTERM, device counts, bad input, NaN."""
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dfp_jax import agents, checkpoint, dfp, trainer
+from dfp_jax.metrics import read_csv
+from experiments.configs import dfp as dfp_configs
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OFFLINE, ONLINE = 200, 80
+# The smoke preset, long enough to be killed in each phase: evaluations every 50 steps,
+# a checkpoint every 10, two seeds vectorised (so per-seed state is resumed too).
+RUN = ["--config=experiments/configs/dfp.py:smoke", f"--config.train.offline_steps={OFFLINE}",
+       f"--config.train.online_steps={ONLINE}", "--config.train.eval_interval=50",
+       "--seeds=0,1"]
+TIMING = ("steps_per_s", "eval_time_s")  # wall-clock columns: the only ones that may differ
+
+
+def _cmd(workdir, data, *extra):
+  return [sys.executable, "-m", "experiments.train", *RUN, f"--workdir={workdir}",
+          f"--config.env.dataset_dir={data}", *extra]
+
+
+def _run(workdir, data, *extra, env=None):
+  res = subprocess.run(_cmd(workdir, data, *extra), cwd=ROOT, capture_output=True, text=True,
+                       timeout=600, env=env)
+  return res
+
+
+def _steps(ckpt_dir):
+  return sorted(int(n) for n in os.listdir(ckpt_dir) if n.isdigit()) if os.path.isdir(ckpt_dir) else []
+
+
+def _start_and_kill(workdir, data, min_step, sig=signal.SIGKILL, env=None):
+  """Start the run, wait for a finished checkpoint at >= min_step, then send `sig` a moment later."""
+  log = open(os.path.join(os.path.dirname(workdir), f"{os.path.basename(workdir)}.log"), "a+")
+  proc = subprocess.Popen(_cmd(workdir, data), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                          text=True, env=env)
+  ckpt_dir = os.path.join(workdir, "cube-single-play-singletask-task2-v0", "checkpoints")
+  deadline = time.time() + 300
+  while not any(s >= min_step for s in _steps(ckpt_dir)):
+    if proc.poll() is not None or time.time() > deadline:
+      proc.kill()
+      log.seek(0)
+      pytest.fail(f"run ended or stalled before step {min_step}: {log.read()[-3000:]}")
+    time.sleep(0.02)
+  time.sleep(random.uniform(0.0, 0.3))  # anywhere in the steps that follow
+  proc.send_signal(sig)
+  proc.wait(timeout=300)
+  log.seek(0)
+  return proc.returncode, log.read(), _steps(ckpt_dir)
+
+
+def _run_dir(workdir, seed):
+  return os.path.join(workdir, "cube-single-play-singletask-task2-v0", f"seed_{seed}")
+
+
+def _final_params(workdir):
+  ckpt_dir = os.path.join(workdir, "cube-single-play-singletask-task2-v0", "checkpoints")
+  return checkpoint.Checkpointer(ckpt_dir).restore_raw(OFFLINE + ONLINE)
+
+
+def _assert_same_metrics(a, b, exact=True):
+  for seed in (0, 1):
+    for stream in ("train", "eval"):
+      x = read_csv(os.path.join(_run_dir(a, seed), f"{stream}.csv"))
+      y = read_csv(os.path.join(_run_dir(b, seed), f"{stream}.csv"))
+      assert set(x) == set(y)
+      np.testing.assert_array_equal(x["step"], y["step"])
+      for k in x:
+        if k in TIMING:
+          continue
+        if exact:
+          np.testing.assert_array_equal(x[k], y[k], err_msg=f"seed {seed} {stream} {k}")
+        else:
+          # Float error in the device reductions grows a little over the online steps.
+          np.testing.assert_allclose(x[k], y[k], rtol=1e-2, atol=1e-3,
+                                     err_msg=f"seed {seed} {stream} {k}")
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+  """An uninterrupted run, and the smoke data directory it generated."""
+  root = tmp_path_factory.mktemp("ckpt")
+  data = str(root / "data")
+  res = _run(str(root / "ref"), data)
+  assert res.returncode == 0, res.stderr[-3000:]
+  return str(root / "ref"), data
+
+
+def test_killed_in_both_phases_resumes_to_the_uninterrupted_run(reference, tmp_path):
+  ref, data = reference
+  work = str(tmp_path / "killed")
+  rc, _, steps = _start_and_kill(work, data, min_step=30)
+  assert rc == -signal.SIGKILL and max(steps) < OFFLINE, steps  # killed in the offline phase
+  rc, _, steps = _start_and_kill(work, data, min_step=OFFLINE + 20)
+  assert rc == -signal.SIGKILL and OFFLINE < max(steps) < OFFLINE + ONLINE, steps  # online
+  res = _run(work, data)
+  assert res.returncode == 0, res.stderr[-3000:]
+  assert "resuming" in res.stdout
+  _assert_same_metrics(ref, work)
+  a, b = _final_params(ref), _final_params(work)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(x, y)
+  for seed in (0, 1):
+    sa = json.load(open(os.path.join(_run_dir(ref, seed), "summary.json")))
+    sb = json.load(open(os.path.join(_run_dir(work, seed), "summary.json")))
+    for k in ("offline_success", "online_success", "final_success", "final_return"):
+      assert sa[k] == sb[k], k
+
+
+def test_sigterm_saves_and_resumes_on_another_device_count(reference, tmp_path):
+  ref, data = reference
+  work = str(tmp_path / "term")
+  eight = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+  rc, err, steps = _start_and_kill(work, data, min_step=30, sig=signal.SIGTERM, env=eight)
+  assert rc == 128 + signal.SIGTERM, err[-2000:]
+  assert "Traceback" not in err
+  line = [l for l in err.splitlines() if l.startswith("stopped: SIGTERM at step")]
+  assert line and "rerun the same command to resume" in line[0], err[-2000:]
+  stopped_at = int(line[0].split("step ")[1].split(":")[0])
+  assert stopped_at in steps and stopped_at < OFFLINE  # the signal's own checkpoint
+  res = _run(work, data)  # one device now
+  assert res.returncode == 0, res.stderr[-3000:]
+  assert f"from its checkpoint at step {stopped_at}" in res.stdout
+  # Same global batch and numbers on 8 devices and on 1, up to float error.
+  _assert_same_metrics(ref, work, exact=False)
+  summary = json.load(open(os.path.join(_run_dir(work, 0), "summary.json")))
+  assert summary["num_devices"] == 1
+
+
+def test_a_finished_run_is_not_retrained_and_another_config_is_refused(reference, tmp_path):
+  ref, data = reference
+  work = str(tmp_path / "copy")
+  shutil.copytree(ref, work)
+  train_csv = os.path.join(_run_dir(work, 0), "train.csv")
+  before = open(train_csv).read()
+  res = _run(work, data, "--config.agent.top_k=2")
+  assert res.returncode != 0 and "Traceback" not in res.stderr
+  assert "holds a run with a different config (agent.top_k: 4 -> 2)" in res.stderr
+  assert open(train_csv).read() == before  # nothing overwritten
+  # The same config with --overwrite replaces the run.
+  res = _run(work, data, "--config.agent.top_k=2", "--overwrite",
+             f"--config.train.offline_steps=20", f"--config.train.online_steps=0")
+  assert res.returncode == 0, res.stderr[-3000:]
+  assert json.load(open(os.path.join(_run_dir(work, 0), "config.json")))["agent"]["top_k"] == 2
+  assert read_csv(train_csv)["step"].max() == 20
+
+
+def test_corrupt_and_incompatible_checkpoints_are_one_line_errors(reference, tmp_path):
+  ref, data = reference
+  # A damaged latest checkpoint.
+  work = str(tmp_path / "corrupt")
+  shutil.copytree(ref, work)
+  latest = os.path.join(work, "cube-single-play-singletask-task2-v0", "checkpoints",
+                        str(OFFLINE + ONLINE))
+  for dirpath, _, files in os.walk(os.path.join(latest, "device")):
+    for f in files:
+      with open(os.path.join(dirpath, f), "wb") as fh:
+        fh.write(b"garbage")
+  res = _run(work, data)
+  assert res.returncode != 0 and "Traceback" not in res.stderr, res.stderr[-3000:]
+  last = res.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: checkpoint") and "cannot be restored" in last, last
+  # A checkpoint of another network (its config.json files gone, so only the checkpoint knows).
+  work = str(tmp_path / "other")
+  shutil.copytree(ref, work)
+  for seed in (0, 1):
+    os.remove(os.path.join(_run_dir(work, seed), "config.json"))
+  res = _run(work, data, "--config.agent.actor_hidden=(16,16)")
+  assert res.returncode != 0 and "Traceback" not in res.stderr
+  assert "holds a run with a different config (agent.actor_hidden" in res.stderr.splitlines()[-1]
+  # Other seeds than the checkpoint's.
+  res = _run(work, data, "--seeds=0,1,2")
+  assert res.returncode != 0 and "Traceback" not in res.stderr
+  assert "holds seeds [0, 1], this run asks for [0, 1, 2]" in res.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--config.agent.top_k=abc"], "invalid literal for int()"),
+    (["--config.agent.no_such_field=1"], "no config field no_such_field"),
+    (["--config=experiments/configs/dfp.py:no_such_preset"], "unknown preset 'no_such_preset'"),
+    (["--config=experiments/configs/no_such_file.py"], "No such file or directory"),
+    (["--config.agent.top_k=40"], "K must not exceed the 16 candidates"),
+    (["--config.train.batch_size=0"], "train.batch_size=0: must be an integer >= 1"),
+    (["--config.agent.temperatures=()"], "must be a non-empty list of positive temperatures"),
+    (["--config.train.on_nonfinite=ignore"], "must be one of stop, skip"),
+    (["--config.method=no_such_method"], "unknown method 'no_such_method'"),
+    (["--config.env.task=no-such-task"], "is not an OGBench single-task name"),
+])
+def test_config_errors_are_one_line(args, message, tmp_path):
+  res = subprocess.run([sys.executable, "-m", "experiments.train",
+                        "--config=experiments/configs/dfp.py:smoke", *args,
+                        f"--workdir={tmp_path / 'run'}",
+                        f"--config.env.dataset_dir={tmp_path / 'data'}"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert res.returncode != 0
+  assert "Traceback" not in res.stderr, res.stderr[-3000:]
+  last = res.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: ") and message in last, last
+  assert not (tmp_path / "run").exists()  # nothing written
+
+
+def test_corrupt_dataset_is_one_line_error(tiny_cube_single, tmp_path):
+  data = tmp_path / "data"
+  shutil.copytree(tiny_cube_single, data)
+  path = data / "cube-single-play-v0.npz"
+  path.write_bytes(path.read_bytes()[:1000])  # truncated download
+  res = subprocess.run([sys.executable, "-m", "experiments.train",
+                        "--config=experiments/configs/dfp.py:smoke", f"--workdir={tmp_path / 'run'}",
+                        f"--config.env.dataset_dir={data}"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert res.returncode != 0 and "Traceback" not in res.stderr, res.stderr[-3000:]
+  last = res.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: ") and "cube-single-play-v0.npz" in last, last
+
+
+# --- NaN / inf: an agent whose updates go non-finite after `bad_from` good steps.
+
+def _nan_method(bad_from):
+  def update(agent, batch, key, **kwargs):
+    new, info = dfp.update(agent, batch, key, **kwargs)
+    poison = lambda x: jnp.where(agent.step >= bad_from, x * jnp.nan, x)
+    return new.replace(critic_params=jax.tree.map(poison, new.critic_params)), info
+  return types.SimpleNamespace(create=dfp.create, act=dfp.act, start_online=dfp.start_online,
+                               update=update)
+
+
+def _nan_config(tiny_cube_single, policy):
+  c = dfp_configs.get_config("smoke")
+  c.method = "nan_dfp"
+  c.env.dataset_dir, c.env.generate_episodes = tiny_cube_single, 0
+  c.train.on_nonfinite = policy
+  c.train.tensorboard = False
+  c.train.eval_episodes = 0
+  return c
+
+
+def test_nonfinite_update_stops_and_keeps_the_last_good_checkpoint(tiny_cube_single, tmp_path,
+                                                                    monkeypatch):
+  monkeypatch.setitem(agents.METHODS, "nan_dfp", _nan_method(bad_from=12))
+  c = _nan_config(tiny_cube_single, "stop")
+  with pytest.raises(trainer.NonFiniteError, match="last good checkpoint is step 10"):
+    trainer.train_and_evaluate(c, str(tmp_path))
+  ckpt = checkpoint.Checkpointer(str(tmp_path / "checkpoints"))
+  assert ckpt.latest_step() == 10
+  saved = ckpt.restore_raw(10)
+  assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(saved) if x.dtype.kind == "f")
+
+
+def test_skip_policy_skips_nonfinite_updates(tiny_cube_single, tmp_path, monkeypatch):
+  monkeypatch.setitem(agents.METHODS, "nan_dfp", _nan_method(bad_from=12))
+  c = _nan_config(tiny_cube_single, "skip")
+  [summary] = trainer.train_and_evaluate(c, str(tmp_path))
+  # The step counter stops at 12 (skipped updates do not advance it), so every later
+  # update is bad: the offline ones after the 12th and all online ones.
+  online_updates = c.train.online_steps - c.train.start_training + 1
+  assert summary["skipped_steps"] == c.train.offline_steps - 12 + online_updates
+  final = checkpoint.Checkpointer(str(tmp_path / "checkpoints")).restore_raw(
+      c.train.offline_steps + c.train.online_steps)
+  leaves = [x for x in jax.tree.leaves(final) if x.dtype.kind == "f"]
+  assert all(np.all(np.isfinite(x)) for x in leaves)
+  train = read_csv(str(tmp_path / "train.csv"))
+  assert np.all(np.diff(train["skipped_steps"]) >= 0) and train["skipped_steps"][-1] > 0
