@@ -3,7 +3,8 @@
   python -m experiments.benchmark [--presets=cube-double-task2,quick] [--iters=20]
                                   [--methods=dfp,qc_fql,mvp,...] [--seed_counts=1,5,10]
 
-The first table measures every method side by side at each preset's (equal)
+The third table is the cost of a checkpoint (dfp_jax/checkpoint.py) when the
+online replay data is largest. The first table measures every method side by side at each preset's (equal)
 network sizes: ms per offline and online training step and ms per acting call
 (the paper's Table 9). The second compares S DFP seeds trained as one vmapped
 update with the same S seeds run one after another (S single updates).
@@ -13,7 +14,9 @@ warm-up call that compiles; inputs are random arrays of the task's sizes.
 """
 
 import functools
+import os
 import platform
+import tempfile
 import time
 
 import jax
@@ -27,6 +30,7 @@ flags.DEFINE_list("presets", ["cube-double-task2", "quick"], "Config presets to 
 flags.DEFINE_integer("iters", 20, "Timed calls per measurement.")
 flags.DEFINE_list("methods", list(agents.METHODS), "Methods for the first table.")
 flags.DEFINE_list("seed_counts", ["1", "5", "10"], "Seed counts S for the vectorised table.")
+flags.DEFINE_integer("checkpoint_seeds", 1, "Seeds in the checkpoint-cost table (0: skip it).")
 flags.DEFINE_integer("obs_dim", 40, "Observation size (cube-double: 40).")
 flags.DEFINE_integer("action_dim", 5, "Action size (OGBench manipulation: 5).")
 FLAGS = flags.FLAGS
@@ -93,6 +97,30 @@ def measure_seeds(config, obs_dim, action_dim, num_seeds, iters):
                     lambda i: (states, jax.random.split(jax.random.PRNGKey(i), num_seeds)), iters)
 
 
+def measure_checkpoint(config, obs_dim, action_dim, num_seeds, directory):
+  """(MB on disk, s until save returns, s until written) for a run's checkpoint, buffers full."""
+  from dfp_jax import checkpoint
+  from dfp_jax.replay import FIELDS
+  lib = agents.get(config.method)
+  keys = jax.random.split(jax.random.PRNGKey(0), num_seeds)
+  states = jax.vmap(lambda k: lib.create(config.agent, obs_dim, action_dim, k))(keys)
+  rng = np.random.default_rng(0)
+  n = config.train.online_steps
+  widths = {"observations": obs_dim, "next_observations": obs_dim, "actions": action_dim}
+  host = {f"seed_{s}": {"buffer": {
+      **{k: rng.standard_normal((n, widths.get(k, 1)), np.float32) for k in FIELDS},
+      "counters": np.array([n, 0])}} for s in range(num_seeds)}
+  ckpt = checkpoint.Checkpointer(directory, max_to_keep=1)
+  t0 = time.perf_counter()
+  ckpt.save(1, {"agent": states, "keys": keys}, host, {"step": 1})
+  returned = time.perf_counter() - t0
+  ckpt.wait()
+  written = time.perf_counter() - t0
+  ckpt.close()
+  size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(directory) for f in fs)
+  return size / 2**20, returned, written
+
+
 def main(argv):
   del argv
   dev = jax.devices()[0]
@@ -121,6 +149,19 @@ def main(argv):
                                                 FLAGS.iters)
       print(f"| {preset} | {n} | {vec:.1f} | {n * single:.1f} | {1e3 * n / vec:.1f} | "
             f"{n * single / vec:.2f}x |", flush=True)
+  if FLAGS.checkpoint_seeds > 0:
+    print(f"\nCheckpoint of a DFP run with {FLAGS.checkpoint_seeds} seed(s), online buffers full "
+          "(the largest it gets), asynchronous save")
+    print("| preset | online transitions per seed | MB on disk | save returns (s) | "
+          "written (s) |")
+    print("|---|---|---|---|---|")
+    for preset in FLAGS.presets:
+      config = get_config("dfp", preset)
+      with tempfile.TemporaryDirectory() as d:
+        mb, returned, written = measure_checkpoint(config, FLAGS.obs_dim, FLAGS.action_dim,
+                                                   FLAGS.checkpoint_seeds, d)
+      print(f"| {preset} | {config.train.online_steps} | {mb:.0f} | {returned:.2f} | "
+            f"{written:.2f} |", flush=True)
 
 
 if __name__ == "__main__":
