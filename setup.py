@@ -21,5 +21,10 @@ setup(
         "tensorboardX",
         "matplotlib",
     ],
-    extras_require={"test": ["pytest>=8", "nbformat", "nbclient", "ipykernel"]},
+    extras_require={
+        "test": ["pytest>=8", "nbformat", "nbclient", "ipykernel"],
+        # Robomimic: robosuite 1.4.1 runs on mujoco 3.1.6 (it breaks on mujoco >= 3.10), and
+        # dm_control 1.0.20 is the newest that accepts that mujoco; ogbench works with both.
+        "robomimic": ["h5py", "mujoco==3.1.6", "dm_control==1.0.20", "robosuite==1.4.1"],
+    },
 )

@@ -1,0 +1,125 @@
+"""Robomimic low-dim hdf5 datasets (lift, can, square): reading and writing the official format.
+
+A robomimic file holds `data/demo_<i>/{obs,next_obs}/<key>`, `actions`,
+`rewards`, `dones`, the environment metadata as the JSON attribute
+`data.attrs["env_args"]`, and optional splits `mask/<filter>` (arrays of
+demo names). The low-dim observation is the concatenation of
+`robot0_eef_pos, robot0_eef_quat, robot0_gripper_qpos, object`, in that
+order (SPEC 8). Rewards are shifted by -1 (0 at success, -1 before) and an
+episode ends at its first success, as in the paper's setup.
+
+Needs h5py (`pip install -e .[robomimic]`).
+"""
+
+import json
+import os
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from dfp_jax.ogbench_data import DatasetError
+
+OBS_KEYS = ("robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos", "object")
+# Task -> (robosuite env name, episode step limit).
+TASKS = {"lift": ("Lift", 300), "can": ("PickPlaceCan", 300), "square": ("NutAssemblySquare", 400)}
+DEFAULT_DATASET_DIR = "~/.robomimic"
+
+
+def default_path(task: str, dataset_dir: str = DEFAULT_DATASET_DIR) -> str:
+  """Where robomimic's download script puts a task's multi-human low-dim file."""
+  return os.path.join(os.path.expanduser(dataset_dir), task, "mh", "low_dim_v15.hdf5")
+
+
+def _h5py():
+  try:
+    import h5py
+  except ImportError as e:
+    raise DatasetError("reading robomimic datasets needs h5py: pip install -e .[robomimic]") from e
+  return h5py
+
+
+def _demo_names(f, filter_key: Optional[str]) -> List[str]:
+  if filter_key is None:
+    names = list(f["data"].keys())
+  else:
+    if f"mask/{filter_key}" not in f:
+      have = sorted(f["mask"].keys()) if "mask" in f else []
+      raise DatasetError(f"{f.filename}: no split mask/{filter_key} (has {have})")
+    names = [n.decode() if isinstance(n, bytes) else str(n) for n in f[f"mask/{filter_key}"][()]]
+  return sorted(names, key=lambda n: int(n.split("_")[-1]))
+
+
+def load_dataset(path: str, filter_key: Optional[str] = None) -> Dict[str, np.ndarray]:
+  """Transitions of a robomimic low-dim file, in the replay buffer's layout.
+
+  Returns observations / next_observations [T, O], actions [T, A], rewards
+  [T] (shifted: 0 at success, -1 before), masks [T] (0 at success),
+  terminals [T] (1 at each episode's last kept step) and env_meta (a dict).
+  Each demo is cut after its first success.
+  """
+  h5py = _h5py()
+  if not os.path.exists(path):
+    raise DatasetError(f"robomimic dataset {path} not found")
+  try:
+    f = h5py.File(path, "r")
+  except OSError as e:
+    raise DatasetError(f"{path}: cannot be read as hdf5 ({e})") from e
+  with f:
+    if "data" not in f or "env_args" not in f["data"].attrs:
+      raise DatasetError(f"{path}: not a robomimic dataset (no data group with env_args)")
+    env_meta = json.loads(f["data"].attrs["env_args"])
+    parts = {k: [] for k in ("observations", "next_observations", "actions", "rewards", "masks",
+                             "terminals")}
+    for name in _demo_names(f, filter_key):
+      demo = f[f"data/{name}"]
+      missing = [f"{g}/{k}" for g in ("obs", "next_obs") for k in OBS_KEYS if k not in demo[g]]
+      if missing:
+        raise DatasetError(f"{path}: {name} lacks {', '.join(missing)}")
+      obs = np.concatenate([demo[f"obs/{k}"][()] for k in OBS_KEYS], -1)
+      next_obs = np.concatenate([demo[f"next_obs/{k}"][()] for k in OBS_KEYS], -1)
+      success = demo["rewards"][()] > 0
+      n = int(np.argmax(success)) + 1 if success.any() else len(success)
+      parts["observations"].append(obs[:n])
+      parts["next_observations"].append(next_obs[:n])
+      parts["actions"].append(demo["actions"][()][:n])
+      parts["rewards"].append(success[:n].astype(np.float32) - 1.0)
+      parts["masks"].append(1.0 - success[:n].astype(np.float32))
+      terminals = np.zeros(n, np.float32)
+      terminals[-1] = 1.0
+      parts["terminals"].append(terminals)
+  if not parts["observations"]:
+    raise DatasetError(f"{path}: no demos" + (f" in split {filter_key}" if filter_key else ""))
+  data = {k: np.concatenate(v).astype(np.float32) for k, v in parts.items()}
+  for k, v in data.items():
+    if not np.all(np.isfinite(v)):
+      raise DatasetError(f"{path}: '{k}' holds NaN or inf")
+  data["env_meta"] = env_meta
+  return data
+
+
+def write_dataset(path: str, demos: Sequence[Dict[str, np.ndarray]], env_meta: Dict,
+                  masks: Optional[Dict[str, Sequence[int]]] = None):
+  """Write demos in robomimic's hdf5 format.
+
+  Each demo is a dict with `obs` and `next_obs` (dicts of key -> [T, d]),
+  `actions` [T, A], `rewards` [T] (robomimic's: 1 at success) and `dones` [T].
+  `masks` maps a split name to demo indices (written as mask/<name>).
+  """
+  h5py = _h5py()
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with h5py.File(path, "w") as f:
+    data = f.create_group("data")
+    total = 0
+    for i, demo in enumerate(demos):
+      g = data.create_group(f"demo_{i}")
+      for group in ("obs", "next_obs"):
+        for k, v in demo[group].items():
+          g.create_dataset(f"{group}/{k}", data=np.asarray(v))
+      for k in ("actions", "rewards", "dones"):
+        g.create_dataset(k, data=np.asarray(demo[k]))
+      g.attrs["num_samples"] = len(demo["actions"])
+      total += len(demo["actions"])
+    data.attrs["total"] = total
+    data.attrs["env_args"] = json.dumps(env_meta)
+    for name, idx in (masks or {}).items():
+      f.create_dataset(f"mask/{name}", data=np.array([f"demo_{i}" for i in idx], dtype="S"))
