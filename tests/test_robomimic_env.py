@@ -1,0 +1,63 @@
+"""Robomimic environments from dataset metadata (needs the Robomimic extra)."""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("robosuite", reason="needs the Robomimic extra: pip install -e .[robomimic]")
+
+from dfp_jax import robomimic_data, robomimic_env  # noqa: E402
+from dfp_jax.ogbench_data import DatasetError  # noqa: E402
+
+# The controller config as robomimic's v1.5 datasets store it (robosuite 1.4's OSC_POSE).
+OSC_POSE = {"type": "OSC_POSE", "input_max": 1, "input_min": -1,
+            "output_max": [0.05, 0.05, 0.05, 0.5, 0.5, 0.5],
+            "output_min": [-0.05, -0.05, -0.05, -0.5, -0.5, -0.5], "kp": 150,
+            "damping": 1, "impedance_mode": "fixed", "kp_limits": [0, 300],
+            "damping_limits": [0, 10], "position_limits": None, "orientation_limits": None,
+            "uncouple_pos_ori": True, "control_delta": True, "interpolation": None,
+            "ramp_ratio": 0.2}
+
+
+def _meta(env_name, controller=OSC_POSE):
+  return {"env_name": env_name, "type": 1,
+          "env_kwargs": {"robots": ["Panda"], "control_freq": 20, "controller_configs": controller,
+                         "has_renderer": False, "use_camera_obs": False, "reward_shaping": False}}
+
+
+def _rollout(env, seed, steps=15):
+  rng = np.random.default_rng(seed)
+  obs = [env.reset(seed=seed)[0]]
+  for _ in range(steps):
+    obs.append(env.step(rng.uniform(-1, 1, 7))[0])
+  return np.stack(obs)
+
+
+@pytest.mark.parametrize("task, obs_dim", [("lift", 19), ("can", 23), ("square", 23)])
+def test_env_from_metadata_steps_with_shifted_reward_and_repeats_seeded_episodes(task, obs_dim):
+  env = robomimic_env.make_env(_meta(robomimic_data.TASKS[task][0]), task)
+  assert env.observation_space.shape == (obs_dim,) and env.action_space.shape == (7,)
+  assert env.max_episode_steps == robomimic_data.TASKS[task][1]
+  obs, reward, terminated, truncated, info = env.step(np.zeros(7))
+  assert obs.shape == (obs_dim,) and reward == -1.0 and not terminated and not truncated
+  assert info["success"] == 0.0
+  a, b, c = _rollout(env, 3), _rollout(env, 3), _rollout(env, 4)
+  np.testing.assert_array_equal(a, b)  # a seeded reset repeats the episode
+  assert np.abs(a[0] - c[0]).max() > 1e-3  # other seeds place the objects elsewhere
+
+
+def test_composite_controller_config_drives_the_env_like_the_legacy_one():
+  composite = {"type": "BASIC", "body_parts": {"right": {**OSC_POSE, "gripper": {"type": "GRIP"}}}}
+  legacy = robomimic_env.make_env(_meta("Lift"), "lift")
+  new = robomimic_env.make_env(_meta("Lift", composite), "lift")
+  np.testing.assert_array_equal(_rollout(legacy, 0), _rollout(new, 0))
+
+
+def test_episode_is_cut_at_the_step_limit_and_bad_metadata_is_an_error():
+  env = robomimic_env.RobomimicEnv(_meta("Lift"), max_episode_steps=3)
+  env.reset(seed=0)
+  flags = [env.step(np.zeros(7))[3] for _ in range(3)]
+  assert flags == [False, False, True]
+  with pytest.raises(DatasetError, match="cannot build robosuite env 'NoSuchEnv'"):
+    robomimic_env.RobomimicEnv(_meta("NoSuchEnv"), 10)
+  with pytest.raises(DatasetError, match="unknown Robomimic task 'pour'"):
+    robomimic_env.make_env(_meta("Lift"), "pour")
