@@ -49,6 +49,16 @@ def config_differences(old: Dict, new: Dict, ignore: Sequence[str] = RESUMABLE_F
           for k in sorted(set(a) | set(b)) if k not in ignore and a.get(k) != b.get(k)]
 
 
+def check_same_config(where: str, old: Dict, new: Dict):
+  """Raise CheckpointError naming the fields where a saved run's config differs from `new`."""
+  diffs = config_differences(old, new)
+  if diffs:
+    more = f" (and {len(diffs) - 3} more)" if len(diffs) > 3 else ""
+    raise CheckpointError(f"{where} holds a run with a different config "
+                          f"({'; '.join(diffs[:3])}{more}); use another --workdir, "
+                          "or pass --overwrite to replace it")
+
+
 def dataset_fingerprint(data: Dict[str, np.ndarray]) -> str:
   """A short hash of a dataset's size and a strided sample of its arrays."""
   h = hashlib.sha256()
@@ -109,9 +119,12 @@ class Checkpointer:
     except Exception as e:  # orbax raises many types for a damaged directory
       raise CheckpointError(self._unreadable(step, e)) from e
 
-  def restore(self, step: int, device_like) -> Tuple[Any, Dict, Dict]:
-    """(device tree laid out like `device_like`, host tree, meta) of checkpoint `step`."""
-    meta = self.read_meta(step)
+  def restore(self, step: int, device_like, meta: Optional[Dict] = None) -> Tuple[Any, Dict, Dict]:
+    """(device tree laid out like `device_like`, host tree, meta) of checkpoint `step`.
+
+    `meta`, if the caller has already read it (`read_meta`), is not read again.
+    """
+    meta = dict(self.read_meta(step) if meta is None else meta)
     target = jax.tree.map(ocp.utils.to_shape_dtype_struct, device_like)
     try:
       restored = self._manager.restore(step, args=ocp.args.Composite(

@@ -234,12 +234,7 @@ def _prepare_workdir(run_dirs, seeds, resolved, ckpt_dir, overwrite, is_main):
     for d, seed in zip(run_dirs, seeds):
       path = os.path.join(d, "config.json")
       if os.path.exists(path):
-        diffs = checkpoint.config_differences(checkpoint.read_json(path), resolved(seed))
-        if diffs:
-          more = f" (and {len(diffs) - 3} more)" if len(diffs) > 3 else ""
-          raise checkpoint.CheckpointError(
-              f"{d} holds a run with a different config ({'; '.join(diffs[:3])}{more}); "
-              "use another --workdir, or pass --overwrite to replace it")
+        checkpoint.check_same_config(d, checkpoint.read_json(path), resolved(seed))
     summaries = [os.path.join(d, "summary.json") for d in run_dirs]
     if has_ckpt:
       mode = "resume"
@@ -382,13 +377,9 @@ def train_and_evaluate(config, workdir: str, seeds: Optional[Sequence[int]] = No
       raise checkpoint.CheckpointError(
           f"{ckpt_dir} holds seeds {meta.get('seeds')}, this run asks for {seeds}; "
           "use the same --seeds, another --workdir, or --overwrite")
-    diffs = checkpoint.config_differences(meta.get("config", {}), resolved(seeds[0]))
-    if diffs:
-      raise checkpoint.CheckpointError(
-          f"{ckpt_dir} holds a run with a different config ({'; '.join(diffs[:3])}); "
-          "use another --workdir, or pass --overwrite to replace it")
+    checkpoint.check_same_config(ckpt_dir, meta.get("config", {}), resolved(seeds[0]))
     device, host_arrays, meta = ckpt.restore(
-        latest, {"agent": states, "keys": keys, "eval_keys": eval_keys})
+        latest, {"agent": states, "keys": keys, "eval_keys": eval_keys}, meta)
     states, keys, eval_keys = device["agent"], device["keys"], device["eval_keys"]
     step, episodes, skipped = meta["step"], meta["episodes"], meta["skipped"]
     ep_success, last, summaries = meta["ep_success"], meta["last"], meta["summaries"]
@@ -529,7 +520,7 @@ def train_and_evaluate(config, workdir: str, seeds: Optional[Sequence[int]] = No
           n = min(n, tc.checkpoint_interval - step % tc.checkpoint_interval)
         if rotate:
           n = min(n, config.env.shard_interval - step % config.env.shard_interval)
-          if step > 0 and shard_of(step) != shard:
+          if shard_of(step) != shard:
             shard = shard_of(step)
             _, dataset, _ = load(shard=shard)
             check_fingerprint(dataset, shard)

@@ -26,6 +26,7 @@ from ml_collections import config_flags
 
 from dfp_jax import agents, checkpoint, ogbench_data, validation
 
+
 def one_line(e: BaseException) -> str:
   """An exception chain (config_flags chains several, some with tracebacks inside) as one line."""
   parts = []
