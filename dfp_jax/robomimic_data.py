@@ -49,6 +49,27 @@ def _demo_names(f, filter_key: Optional[str]) -> List[str]:
   return sorted(names, key=lambda n: int(n.split("_")[-1]))
 
 
+def _open(path: str):
+  """The robomimic file at `path`, opened for reading, or a one-line DatasetError."""
+  h5py = _h5py()
+  if not os.path.exists(path):
+    raise DatasetError(f"robomimic dataset {path} not found")
+  try:
+    f = h5py.File(path, "r")
+  except OSError as e:
+    raise DatasetError(f"{path}: cannot be read as hdf5 ({e})") from e
+  if "data" not in f or "env_args" not in f["data"].attrs:
+    f.close()
+    raise DatasetError(f"{path}: not a robomimic dataset (no data group with env_args)")
+  return f
+
+
+def read_env_meta(path: str) -> Dict:
+  """The environment metadata (`data.attrs["env_args"]`) of a robomimic file."""
+  with _open(path) as f:
+    return json.loads(f["data"].attrs["env_args"])
+
+
 def load_dataset(path: str, filter_key: Optional[str] = None) -> Dict[str, np.ndarray]:
   """Transitions of a robomimic low-dim file, in the replay buffer's layout.
 
@@ -57,16 +78,7 @@ def load_dataset(path: str, filter_key: Optional[str] = None) -> Dict[str, np.nd
   terminals [T] (1 at each episode's last kept step) and env_meta (a dict).
   Each demo is cut after its first success.
   """
-  h5py = _h5py()
-  if not os.path.exists(path):
-    raise DatasetError(f"robomimic dataset {path} not found")
-  try:
-    f = h5py.File(path, "r")
-  except OSError as e:
-    raise DatasetError(f"{path}: cannot be read as hdf5 ({e})") from e
-  with f:
-    if "data" not in f or "env_args" not in f["data"].attrs:
-      raise DatasetError(f"{path}: not a robomimic dataset (no data group with env_args)")
+  with _open(path) as f:
     env_meta = json.loads(f["data"].attrs["env_args"])
     parts = {k: [] for k in ("observations", "next_observations", "actions", "rewards", "masks",
                              "terminals")}

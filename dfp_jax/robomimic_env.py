@@ -23,6 +23,14 @@ from dfp_jax.robomimic_data import OBS_KEYS, TASKS
 
 # robomimic's observation names -> robosuite's.
 _ROBOSUITE_KEYS = {"object": "object-state"}
+# robosuite 1.4's OSC_POSE controller config, as robomimic's v1.5 datasets store it.
+OSC_POSE = {"type": "OSC_POSE", "input_max": 1, "input_min": -1,
+            "output_max": [0.05, 0.05, 0.05, 0.5, 0.5, 0.5],
+            "output_min": [-0.05, -0.05, -0.05, -0.5, -0.5, -0.5], "kp": 150,
+            "damping": 1, "impedance_mode": "fixed", "kp_limits": [0, 300],
+            "damping_limits": [0, 10], "position_limits": None, "orientation_limits": None,
+            "uncouple_pos_ori": True, "control_delta": True, "interpolation": None,
+            "ramp_ratio": 0.2}
 
 
 def legacy_controller_config(config: Dict) -> Dict:
@@ -48,6 +56,9 @@ class RobomimicEnv:
     except ImportError as e:
       raise DatasetError("Robomimic environments need the extra: pip install -e .[robomimic]") from e
     kwargs = dict(env_meta.get("env_kwargs", {}))
+    # robosuite's default hard resets stay: they rebuild the model each episode (0.6 s vs
+    # 3 ms), which re-draws e.g. Lift's cube size; a soft reset would keep the size drawn
+    # when the env was made, so episodes would depend on the env's history.
     kwargs.update(has_renderer=False, has_offscreen_renderer=False, use_camera_obs=False,
                   use_object_obs=True, ignore_done=True, reward_shaping=False)
     kwargs["controller_configs"] = legacy_controller_config(kwargs.get("controller_configs", {}))
@@ -69,6 +80,15 @@ class RobomimicEnv:
   def _observe(raw) -> np.ndarray:
     return np.concatenate([np.asarray(raw[_ROBOSUITE_KEYS.get(k, k)], np.float32).ravel()
                            for k in OBS_KEYS])
+
+  @property
+  def raw_env(self):
+    """The robosuite env underneath (simulator and task attributes, for scripted operators)."""
+    return self._env
+
+  def raw_observation(self) -> Dict[str, np.ndarray]:
+    """robosuite's observation dict of the current state (every key, not only OBS_KEYS)."""
+    return self._env._get_observations()
 
   def reset(self, seed: Optional[int] = None):
     if seed is not None:

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from dfp_jax import agents, checkpoint, ogbench_data, parallel, validation
+from dfp_jax import agents, checkpoint, parallel, tasks, validation
 from dfp_jax.metrics import MetricsLogger, plot_learning_curve, to_scalars
 from dfp_jax.replay import ReplayBuffer
 
@@ -312,13 +312,10 @@ def train_and_evaluate(config, workdir: str, seeds: Optional[Sequence[int]] = No
 
   # Sharded data (the 100M dataset) is read one shard at a time, moving to the next
   # every `shard_interval` offline steps, as Q-chunking's loader does.
-  rotate = config.env.shard_interval > 0 and ogbench_data.count_shards(
-      config.env.task, config.env.dataset_dir) > 1
-  load = functools.partial(ogbench_data.load_task, config.env.task, config.env.dataset_dir,
-                           success_timing=config.env.success_timing)
+  rotate = config.env.shard_interval > 0 and tasks.count_shards(config.env) > 1
+  load = functools.partial(tasks.load_task, config.env)
   shard_of = lambda step: min(step, max(tc.offline_steps - 1, 0)) // config.env.shard_interval
-  make_env = functools.partial(ogbench_data.make_env, config.env.task,
-                               success_timing=config.env.success_timing)
+  make_env = functools.partial(tasks.make_env, config.env)
   envs = [make_env() for _ in seeds]
   eval_envs = [make_env() for _ in seeds]
   obs_dim = envs[0].observation_space.shape[0]

@@ -24,7 +24,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from dfp_jax import agents, checkpoint, ogbench_data, validation
+from dfp_jax import agents, checkpoint, ogbench_data, tasks, validation
 
 
 def one_line(e: BaseException) -> str:
@@ -66,6 +66,17 @@ FLAGS = flags.FLAGS
 def ensure_dataset(env_config):
   """Generate the dataset of a preset that asks for it (quick, smoke) if it is missing."""
   if env_config.generate_episodes <= 0:
+    return
+  if tasks.is_robomimic(env_config.task):
+    path = tasks.robomimic_path(env_config)
+    if not os.path.exists(path):
+      from experiments import generate_robomimic
+      print(f"generating {env_config.generate_episodes} scripted {env_config.task} "
+            f"demonstrations into {path} (first use only)")
+      summary = generate_robomimic.generate(env_config.task, env_config.generate_episodes, path,
+                                            workers=os.cpu_count() or 1)
+      print(f"kept {summary['kept']} of {summary['attempted']} scripted episodes "
+            f"(success rate {summary['success_rate']:.0%})")
     return
   _, dataset_name = ogbench_data.split_task_name(env_config.task)
   root = os.path.expanduser(env_config.dataset_dir)
@@ -145,7 +156,8 @@ def main(argv):
     for config, _ in runs:
       agents.get(config.method)
       validation.check_config(config)
-  except ValueError as e:
+      tasks.check_task(config.env.task)
+  except (ValueError, ogbench_data.DatasetError) as e:
     sys.exit(f"error: {e}")
   seeds = [int(s) for s in FLAGS.seeds] if FLAGS.seeds else None
   sweep = bool(FLAGS.tasks or FLAGS.seeds or FLAGS.ablation)

@@ -86,9 +86,14 @@ def _assert_same_metrics(a, b, exact=True):
         if exact:
           np.testing.assert_array_equal(x[k], y[k], err_msg=f"seed {seed} {stream} {k}")
         else:
-          # Float error in the device reductions grows a little over the online steps.
-          np.testing.assert_allclose(x[k], y[k], rtol=1e-2, atol=1e-3,
-                                     err_msg=f"seed {seed} {stream} {k}")
+          # Offline: float error of the device reductions only. Online it is amplified: a
+          # last-bit change of the policy moves its actions, and contact-rich simulation
+          # spreads that (3% in one batch metric at step 250 with mujoco 3.1.6, 0.3% with 4.0).
+          off = x["step"] <= OFFLINE
+          np.testing.assert_allclose(x[k][off], y[k][off], rtol=1e-4, atol=1e-5,
+                                     err_msg=f"seed {seed} {stream} {k} (offline)")
+          np.testing.assert_allclose(x[k][~off], y[k][~off], rtol=1e-1, atol=1e-2,
+                                     err_msg=f"seed {seed} {stream} {k} (online)")
 
 
 @pytest.fixture(scope="module")
@@ -199,7 +204,7 @@ def test_corrupt_and_incompatible_checkpoints_are_one_line_errors(reference, tmp
     (["--config.agent.temperatures=()"], "must be a non-empty list of positive temperatures"),
     (["--config.train.on_nonfinite=ignore"], "must be one of stop, skip"),
     (["--config.method=no_such_method"], "unknown method 'no_such_method'"),
-    (["--config.env.task=no-such-task"], "is not an OGBench single-task name"),
+    (["--config.env.task=no-such-task"], "is neither an OGBench single-task name"),
 ])
 def test_config_errors_are_one_line(args, message, tmp_path):
   res = subprocess.run([sys.executable, "-m", "experiments.train",

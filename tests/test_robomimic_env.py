@@ -8,14 +8,7 @@ pytest.importorskip("robosuite", reason="needs the Robomimic extra: pip install 
 from dfp_jax import robomimic_data, robomimic_env  # noqa: E402
 from dfp_jax.ogbench_data import DatasetError  # noqa: E402
 
-# The controller config as robomimic's v1.5 datasets store it (robosuite 1.4's OSC_POSE).
-OSC_POSE = {"type": "OSC_POSE", "input_max": 1, "input_min": -1,
-            "output_max": [0.05, 0.05, 0.05, 0.5, 0.5, 0.5],
-            "output_min": [-0.05, -0.05, -0.05, -0.5, -0.5, -0.5], "kp": 150,
-            "damping": 1, "impedance_mode": "fixed", "kp_limits": [0, 300],
-            "damping_limits": [0, 10], "position_limits": None, "orientation_limits": None,
-            "uncouple_pos_ori": True, "control_delta": True, "interpolation": None,
-            "ramp_ratio": 0.2}
+OSC_POSE = robomimic_env.OSC_POSE
 
 
 def _meta(env_name, controller=OSC_POSE):
@@ -40,8 +33,9 @@ def test_env_from_metadata_steps_with_shifted_reward_and_repeats_seeded_episodes
   obs, reward, terminated, truncated, info = env.step(np.zeros(7))
   assert obs.shape == (obs_dim,) and reward == -1.0 and not terminated and not truncated
   assert info["success"] == 0.0
-  a, b, c = _rollout(env, 3), _rollout(env, 3), _rollout(env, 4)
-  np.testing.assert_array_equal(a, b)  # a seeded reset repeats the episode
+  a, b, c, d = _rollout(env, 3), _rollout(env, 3), _rollout(env, 4), _rollout(env, 3)
+  np.testing.assert_array_equal(a, b)  # a seeded (soft) reset repeats the episode...
+  np.testing.assert_array_equal(a, d)  # ...whatever episode came before
   assert np.abs(a[0] - c[0]).max() > 1e-3  # other seeds place the objects elsewhere
 
 

@@ -2,9 +2,11 @@
 
 Each method file (`dfp.py`, `qc_fql.py`, ...) calls `make(method, agent_config,
 preset)` and then sets its own per-preset agent values. Presets: the paper's
-OGBench tasks (SPEC sections 7-8) with Table 5 values, the pure offline-RL
-tasks (prefix `offline-`), `quick` (the default: a small locally generated
-task that trains on a laptop CPU) and `smoke` (tests). A preset changes the
+OGBench and Robomimic tasks (SPEC sections 7-8) with Table 5 values, the pure
+offline-RL tasks (prefix `offline-`), `quick` (the default: a small locally
+generated task that trains on a laptop CPU), `quick-lift`, `quick-can` and
+`quick-square` (Robomimic at quick's size, on scripted demonstrations
+generated on first use) and `smoke` (tests). A preset changes the
 same environment, training and network-size fields for every method, so the
 methods compare at equal budgets and network sizes.
 """
@@ -26,13 +28,19 @@ OFFLINE_TASKS = {
     "offline-puzzle-3x3-task4": "puzzle-3x3-play-singletask-task4-v0",
     "offline-puzzle-4x4-task4": "puzzle-4x4-play-singletask-task4-v0",
 }
-PRESETS = tuple(ONLINE_TASKS) + tuple(OFFLINE_TASKS) + ("quick", "smoke")
+# Robomimic tasks (multi-human low-dim data; SPEC 8): the preset is the task name.
+ROBOMIMIC_TASKS = ("lift", "can", "square")
+# Small Robomimic runs on locally generated scripted demonstrations: preset -> scripted demos.
+QUICK_ROBOMIMIC = {"quick-lift": 100, "quick-can": 200, "quick-square": 200}
+PRESETS = (tuple(ONLINE_TASKS) + ROBOMIMIC_TASKS + tuple(OFFLINE_TASKS) + ("quick",)
+           + tuple(QUICK_ROBOMIMIC) + ("smoke",))
 # Named groups for `--tasks=` sweeps.
 TASK_GROUPS = {
     "cube-double": [p for p in ONLINE_TASKS if p.startswith("cube-double")],
     "cube-triple": [p for p in ONLINE_TASKS if p.startswith("cube-triple")],
     "cube-quadruple-100m": [p for p in ONLINE_TASKS if p.startswith("cube-quadruple")],
-    "paper": list(ONLINE_TASKS),
+    "robomimic": list(ROBOMIMIC_TASKS),
+    "paper": list(ROBOMIMIC_TASKS) + list(ONLINE_TASKS),
     "offline": list(OFFLINE_TASKS),
 }
 
@@ -42,8 +50,9 @@ def base_config(method: str, agent_config):
   c.method = method             # which agent (dfp_jax/agents.py: METHODS)
   c.seed = 0                    # PRNG seed for init, sampling and updates
   c.env = ml_collections.ConfigDict()
-  c.env.task = "cube-double-play-singletask-task2-v0"  # OGBench single-task name
+  c.env.task = "cube-double-play-singletask-task2-v0"  # OGBench single-task name, or lift/can/square
   c.env.dataset_dir = "~/.ogbench/data"  # official npz files (downloaded here if a network exists)
+  c.env.dataset_filter = config_dict.placeholder(str)  # Robomimic: train on this mask/<split> only
   c.env.num_shards = config_dict.placeholder(int)  # read only this many shards of sharded data
   c.env.shard_interval = 1_000  # sharded data: next shard every this many steps (0: no swaps)
   c.env.success_timing = "post"  # "post": the paper's (ogbench 1.1.2); ogbench >= 1.2 uses "pre"
@@ -87,6 +96,21 @@ def make(method: str, agent_config, preset: str, chunk_len=None):
     c.env.task = OFFLINE_TASKS[preset]
     c.agent.chunk_len = 1
     c.train.online_steps = 0
+  elif preset in ROBOMIMIC_TASKS or preset in QUICK_ROBOMIMIC:
+    # Robomimic (SPEC 6-7): best-of-N' with N' = 4 (also the critic target's best-of),
+    # K = 2; DFP's temperatures {0.005, 0.05} are set in dfp.py.
+    c.env.task = preset.removeprefix("quick-")
+    c.env.dataset_dir = "~/.robomimic"  # <dir>/<task>/mh/low_dim_v15.hdf5, as robomimic downloads
+    for field in ("num_act_samples", "num_target_samples"):
+      c.agent[field] = min(4, c.agent[field])
+    if "top_k" in c.agent:
+      c.agent.top_k = 2
+    if preset in QUICK_ROBOMIMIC:
+      # Scripted demonstrations generated on first use (experiments/generate_robomimic.py),
+      # quick's network and budget.
+      c.env.dataset_dir = "~/.cache/dfp_jax/robomimic-scripted"
+      c.env.generate_episodes = QUICK_ROBOMIMIC[preset]
+      _quick_budget(c)
   elif preset == "quick":
     # Small enough for a 2-core CPU in about 10 minutes including data generation
     # (measured: README). Its generated play data is task-biased: half of the oracle's
@@ -97,17 +121,7 @@ def make(method: str, agent_config, preset: str, chunk_len=None):
     c.env.generate_episodes = 100
     c.env.generate_episode_length = 1000
     c.env.generate_task_goal_prob = 0.5
-    c.agent.actor_hidden = (256, 256)
-    c.agent.critic_hidden = (256, 256)
-    c.agent.num_target_samples = min(8, c.agent.num_target_samples)
-    c.train.batch_size = 128
-    c.train.offline_steps = 20_000
-    c.train.online_steps = 10_000
-    c.train.start_training = 1_000
-    c.train.eval_interval = 2_500
-    c.train.eval_episodes = 20
-    c.train.log_interval = 500
-    c.train.checkpoint_interval = 2_500
+    _quick_budget(c)
   elif preset == "smoke":
     c.env.task = "cube-single-play-singletask-task2-v0"
     c.env.dataset_dir = "~/.cache/dfp_jax/smoke"
@@ -128,3 +142,18 @@ def make(method: str, agent_config, preset: str, chunk_len=None):
   else:
     raise ValueError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
   return c
+
+
+def _quick_budget(c):
+  """The `quick` presets' network sizes and budget (2-core CPU)."""
+  c.agent.actor_hidden = (256, 256)
+  c.agent.critic_hidden = (256, 256)
+  c.agent.num_target_samples = min(8, c.agent.num_target_samples)
+  c.train.batch_size = 128
+  c.train.offline_steps = 20_000
+  c.train.online_steps = 10_000
+  c.train.start_training = 1_000
+  c.train.eval_interval = 2_500
+  c.train.eval_episodes = 20
+  c.train.log_interval = 500
+  c.train.checkpoint_interval = 2_500

@@ -20,5 +20,7 @@ def get_config(preset: str = "quick", method: str = "dfp", **agent):
     c.agent.num_act_samples = 1
     c.agent.topk_offline = True
     c.agent.top_k, c.agent.num_candidates = (16, 32) if "4x4" in preset else (8, 16)
+  elif c.env.task in common.ROBOMIMIC_TASKS:
+    c.agent.temperatures = (0.005, 0.05)  # Table 5's Robomimic set
   c.agent.update(agent)
   return c

@@ -1,0 +1,80 @@
+"""Which benchmark a task name belongs to, and its environment and dataset.
+
+`config.env.task` is either an OGBench single-task name
+('cube-double-play-singletask-task2-v0') or a Robomimic task ('lift', 'can',
+'square'). The trainer calls these three functions and never asks which.
+Robomimic environments are built from the dataset's own metadata, so the
+dataset file must exist before the environment can.
+"""
+
+import os
+
+from dfp_jax import ogbench_data, robomimic_data
+from dfp_jax.ogbench_data import DatasetError
+
+
+def is_robomimic(task: str) -> bool:
+  return task in robomimic_data.TASKS
+
+
+def check_task(task: str):
+  """Raise DatasetError unless `task` names an OGBench single task or a Robomimic task."""
+  if is_robomimic(task):
+    return
+  try:
+    ogbench_data.split_task_name(task)
+  except DatasetError:
+    raise DatasetError(f"task {task!r} is neither an OGBench single-task name such as "
+                       f"'cube-double-play-singletask-task2-v0' nor a Robomimic task "
+                       f"({', '.join(robomimic_data.TASKS)})") from None
+
+
+def robomimic_path(env_config) -> str:
+  return robomimic_data.default_path(env_config.task, env_config.dataset_dir)
+
+
+def _robomimic_missing(path: str, task: str) -> DatasetError:
+  return DatasetError(
+      f"robomimic dataset {path} not found. Download the official multi-human low-dim file "
+      f"there (robomimic's download_datasets.py --tasks {task} --dataset_types mh "
+      f"--hdf5_types low_dim), or generate scripted demonstrations with:\n"
+      f"  python -m experiments.generate_robomimic --task={task} --episodes=200 --out={path}")
+
+
+def count_shards(env_config) -> int:
+  """Number of training files of the task's dataset (1 unless it is a sharded OGBench one)."""
+  check_task(env_config.task)
+  if is_robomimic(env_config.task):
+    return 1
+  return ogbench_data.count_shards(env_config.task, env_config.dataset_dir)
+
+
+def make_env(env_config):
+  """A fresh environment of the task, with the gymnasium interface."""
+  if is_robomimic(env_config.task):
+    from dfp_jax import robomimic_env
+    path = robomimic_path(env_config)
+    if not os.path.exists(path):
+      raise _robomimic_missing(path, env_config.task)
+    return robomimic_env.make_env(robomimic_data.read_env_meta(path), env_config.task)
+  return ogbench_data.make_env(env_config.task, success_timing=env_config.success_timing)
+
+
+def load_task(env_config, *, num_shards=None, shard=None):
+  """(env, train dataset, validation dataset or None) of the task; see ogbench_data.load_task.
+
+  A Robomimic file is read whole (or its `env.dataset_filter` split) and has
+  no validation part here.
+  """
+  if not is_robomimic(env_config.task):
+    return ogbench_data.load_task(env_config.task, env_config.dataset_dir, num_shards=num_shards,
+                                  shard=shard, success_timing=env_config.success_timing)
+  path = robomimic_path(env_config)
+  if not os.path.exists(path):
+    raise _robomimic_missing(path, env_config.task)
+  data = robomimic_data.load_dataset(path, env_config.get("dataset_filter"))
+  env = make_env(env_config)
+  data.pop("env_meta")
+  ogbench_data.check_dataset(data, env.observation_space.shape[0], env.action_space.shape[0],
+                             os.path.basename(path))
+  return env, data, None
