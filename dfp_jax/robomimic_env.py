@@ -14,6 +14,7 @@ robosuite 1.5 writes composite ones (`{"type": "BASIC", "body_parts": {"right":
 Needs the Robomimic extra (`pip install -e .[robomimic]`).
 """
 
+import logging
 from typing import Dict, Optional
 
 import numpy as np
@@ -33,6 +34,20 @@ OSC_POSE = {"type": "OSC_POSE", "input_max": 1, "input_min": -1,
             "ramp_ratio": 0.2}
 
 
+def import_robosuite():
+  """robosuite, without the three "No private macro file found!" warnings of its import."""
+  logger = logging.getLogger("robosuite_logs")
+  level = logger.level
+  logger.setLevel(logging.ERROR)
+  try:
+    import robosuite
+  except ImportError as e:
+    raise DatasetError("Robomimic environments need the extra: pip install -e .[robomimic]") from e
+  finally:
+    logger.setLevel(level)
+  return robosuite
+
+
 def legacy_controller_config(config: Dict) -> Dict:
   """A robosuite 1.4 controller config from either format."""
   if config.get("type") == "BASIC" or "body_parts" in config:
@@ -50,11 +65,8 @@ class RobomimicEnv:
   """A robosuite env with the trainer's (gymnasium) interface; see the module docstring."""
 
   def __init__(self, env_meta: Dict, max_episode_steps: int):
-    try:
-      import gymnasium
-      import robosuite
-    except ImportError as e:
-      raise DatasetError("Robomimic environments need the extra: pip install -e .[robomimic]") from e
+    import gymnasium
+    robosuite = import_robosuite()
     kwargs = dict(env_meta.get("env_kwargs", {}))
     # robosuite's default hard resets stay: they rebuild the model each episode (0.6 s vs
     # 3 ms), which re-draws e.g. Lift's cube size; a soft reset would keep the size drawn

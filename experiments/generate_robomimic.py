@@ -37,7 +37,7 @@ def _check_task(task: str):
 def env_meta(task: str) -> Dict:
   """The env metadata robomimic stores in `data.attrs["env_args"]` for `task`."""
   _check_task(task)
-  import robosuite
+  robosuite = robomimic_env.import_robosuite()
   return {"env_name": robomimic_data.TASKS[task][0], "env_version": robosuite.__version__,
           "type": 1,
           "env_kwargs": {"has_renderer": False, "has_offscreen_renderer": False,
@@ -80,11 +80,7 @@ def generate(task: str, episodes: int, out: str, seed: int = 0, workers: int = 1
     raise DatasetError(f"--episodes must be positive, got {episodes}")
   if workers <= 0:
     raise DatasetError(f"--workers must be positive, got {workers}")
-  try:
-    import robosuite  # noqa: F401
-  except ImportError as e:
-    raise DatasetError("generating Robomimic data needs the extra: "
-                       "pip install -e .[robomimic]") from e
+  robomimic_env.import_robosuite()  # a clear error without the extra
   from tqdm import tqdm
 
   jobs = [(i, episode_seed(seed, i)) for i in range(episodes)]
