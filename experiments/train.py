@@ -1,7 +1,9 @@
 """Train a method: `python -m experiments.train [--config=experiments/configs/<method>.py:<preset>] [--workdir=DIR]`.
 
 With no flags it runs DFP on the `quick` preset, generating its small dataset
-on first use. Methods: one config file each (dfp, dfp_no_topk, qc_fql, fql,
+on first use. Presets: the paper's OGBench and Robomimic tasks (`lift`, `can`,
+`square`), the offline-RL tasks, `quick`, `quick-lift` / `-can` / `-square`
+(scripted Robomimic demonstrations generated on first use) and `smoke`. Methods: one config file each (dfp, dfp_no_topk, qc_fql, fql,
 qc_bfn, bfn, mvp, mvp_topk), all with the same presets. Any config field can
 be overridden, e.g. `--config.agent.top_k=2`.
 
