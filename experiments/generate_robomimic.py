@@ -127,12 +127,17 @@ def generate(task: str, episodes: int, out: str, seed: int = 0, workers: int = 1
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("task", None, f"Robomimic task: {', '.join(robomimic_data.TASKS)}.")
-flags.DEFINE_integer("episodes", 200, "Scripted episodes to run; the successful ones are kept.")
-flags.DEFINE_string("out", None, "Output hdf5 file. The trainer reads <dataset_dir>/<task>/mh/"
-                    "low_dim_v15.hdf5 (robomimic's layout; --config.env.dataset_dir).")
-flags.DEFINE_integer("seed", 0, "Base seed; episode i depends on (seed, i) only.")
-flags.DEFINE_integer("workers", min(2, os.cpu_count() or 1), "Worker processes.")
+
+
+def _define_flags():
+  """The command's flags; defined only when it runs, so importing this module (the trainer,
+  the tests) does not clash with other modules' flags of the same names."""
+  flags.DEFINE_string("task", None, f"Robomimic task: {', '.join(robomimic_data.TASKS)}.")
+  flags.DEFINE_integer("episodes", 200, "Scripted episodes to run; the successful ones are kept.")
+  flags.DEFINE_string("out", None, "Output hdf5 file. The trainer reads <dataset_dir>/<task>/mh/"
+                      "low_dim_v15.hdf5 (robomimic's layout; --config.env.dataset_dir).")
+  flags.DEFINE_integer("seed", 0, "Base seed; episode i depends on (seed, i) only.")
+  flags.DEFINE_integer("workers", min(2, os.cpu_count() or 1), "Worker processes.")
 
 
 def main(argv):
@@ -155,4 +160,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)
