@@ -23,8 +23,9 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=8", "nbformat", "nbclient", "ipykernel"],
-        # Robomimic: robosuite 1.4.1 runs on mujoco 3.1.6 (it breaks on mujoco >= 3.10), and
-        # dm_control 1.0.20 is the newest that accepts that mujoco; ogbench works with both.
-        "robomimic": ["h5py", "mujoco==3.1.6", "dm_control==1.0.20", "robosuite==1.4.1"],
+        # Robomimic: robosuite 1.4.1 breaks on mujoco >= 3.10, and mujoco 3.1.6 leaks ~50 file
+        # descriptors per model build (robosuite rebuilds the model at every reset). 3.3.7 with
+        # its dm_control 1.0.34 runs robosuite and ogbench and does not leak.
+        "robomimic": ["h5py", "mujoco==3.3.7", "dm_control==1.0.34", "robosuite==1.4.1"],
     },
 )
