@@ -86,14 +86,16 @@ def _assert_same_metrics(a, b, exact=True):
         if exact:
           np.testing.assert_array_equal(x[k], y[k], err_msg=f"seed {seed} {stream} {k}")
         else:
-          # Offline: float error of the device reductions only. Online it is amplified: a
-          # last-bit change of the policy moves its actions, and contact-rich simulation
-          # spreads that (3% in one batch metric at step 250 with mujoco 3.1.6, 0.3% with 4.0).
+          # Offline: float error of the device reductions only. Online it is amplified
+          # without bound: a last-bit change of the policy moves its actions, contact-rich
+          # simulation spreads that, and the batches then hold other transitions (one batch
+          # metric differed by 3% with mujoco 3.1.6 and 24% with 3.3.7 at step 270). So
+          # online rows only have to exist and be finite; exact online resumption is
+          # the kill -9 test's (same device count, bit-equal).
           off = x["step"] <= OFFLINE
           np.testing.assert_allclose(x[k][off], y[k][off], rtol=1e-4, atol=1e-5,
                                      err_msg=f"seed {seed} {stream} {k} (offline)")
-          np.testing.assert_allclose(x[k][~off], y[k][~off], rtol=1e-1, atol=1e-2,
-                                     err_msg=f"seed {seed} {stream} {k} (online)")
+          assert np.all(np.isfinite(y[k][~off])), f"seed {seed} {stream} {k} (online)"
 
 
 @pytest.fixture(scope="module")
