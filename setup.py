@@ -16,6 +16,10 @@ setup(
         "ml-collections>=1.0",
         "absl-py>=2.0",
         "ogbench>=1.1.2",
+        # ogbench's envs run on mujoco + dm_control; pinned here (the same pins as the Robomimic
+        # extra) so OGBench numbers do not depend on whether the extra is installed.
+        "mujoco==3.7.0",
+        "dm_control==1.0.39",
         "numpy",
         "tqdm",
         "tensorboardX",
@@ -23,9 +27,12 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=8", "nbformat", "nbclient", "ipykernel"],
-        # Robomimic: robosuite 1.4.1 breaks on mujoco >= 3.10, and mujoco 3.1.6 leaks ~50 file
-        # descriptors per model build (robosuite rebuilds the model at every reset). 3.3.7 with
-        # its dm_control 1.0.34 runs robosuite and ogbench and does not leak.
-        "robomimic": ["h5py", "mujoco==3.3.7", "dm_control==1.0.34", "robosuite==1.4.1"],
+        # Robomimic: the official low_dim_v15.hdf5 files were made with robosuite 1.5.1, whose
+        # `object` observation differs from 1.4's, so a policy trained on them must act in 1.5.1.
+        # robosuite fails on mujoco >= 3.10 and robosuite 1.5.2 needs numpy < 2 (this project
+        # runs numpy 2 with jax 0.10); mujoco 3.7.0 with its dm_control 1.0.39 runs robosuite 1.5.1
+        # and ogbench, and does not leak file descriptors when robosuite rebuilds its model at
+        # every reset.
+        "robomimic": ["h5py", "robosuite==1.5.1", "mujoco==3.7.0", "dm_control==1.0.39"],
     },
 )

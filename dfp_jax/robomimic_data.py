@@ -1,19 +1,30 @@
 """Robomimic low-dim hdf5 datasets (lift, can, square): reading and writing the official format.
 
 A robomimic file holds `data/demo_<i>/{obs,next_obs}/<key>`, `actions`,
-`rewards`, `dones`, the environment metadata as the JSON attribute
-`data.attrs["env_args"]`, and optional splits `mask/<filter>` (arrays of
-demo names). The low-dim observation is the concatenation of
-`robot0_eef_pos, robot0_eef_quat, robot0_gripper_qpos, object`, in that
-order (SPEC 8). Rewards are shifted by -1 (0 at success, -1 before) and an
-episode ends at its first success, as in the paper's setup.
+`rewards`, `dones`, `states` (the flattened MuJoCo state before each action)
+and the `model_file` attribute (the episode's MJCF), the environment metadata
+as the JSON attribute `data.attrs["env_args"]`, and optional splits
+`mask/<filter>` (arrays of demo names). The low-dim observation is the
+concatenation of `robot0_eef_pos, robot0_eef_quat, robot0_gripper_qpos,
+object`, in that order (SPEC 8); its `object` part is robosuite 1.5.1's in
+the official `low_dim_v15.hdf5` files (see `robomimic_env`).
+
+Demos are kept whole. Official files come from robomimic's documented
+extraction, `dataset_states_to_obs.py --done_mode 2`: `rewards` is 1 at each
+step whose next state is a success (usually the demo's last few steps), and
+`dones` is 1 there and at the demo's last step. The replay buffer gets
+rewards shifted by -1 (0 at success), masks = 1 - dones (bootstrapping stops
+at success) and terminals = dones, with terminals also 1 at each demo's last
+step whatever its `dones` says (done_mode 0 leaves dones = 0 at the end of a
+demo that ends unsuccessfully), so chunks never run from one demo into the
+next.
 
 Needs h5py (`pip install -e .[robomimic]`).
 """
 
 import json
 import os
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -23,6 +34,9 @@ OBS_KEYS = ("robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos", "object"
 # Task -> (robosuite env name, episode step limit).
 TASKS = {"lift": ("Lift", 300), "can": ("PickPlaceCan", 300), "square": ("NutAssemblySquare", 400)}
 DEFAULT_DATASET_DIR = "~/.robomimic"
+# Dataset actions are clipped to +-ACTION_LIMIT (SPEC 8): robomimic's human actions reach +-1
+# exactly, where anything that inverts a tanh squashing (atanh) of a dataset action is infinite.
+ACTION_LIMIT = 1.0 - 1e-5
 
 
 def default_path(task: str, dataset_dir: str = DEFAULT_DATASET_DIR) -> str:
@@ -73,10 +87,10 @@ def read_env_meta(path: str) -> Dict:
 def load_dataset(path: str, filter_key: Optional[str] = None) -> Dict[str, np.ndarray]:
   """Transitions of a robomimic low-dim file, in the replay buffer's layout.
 
-  Returns observations / next_observations [T, O], actions [T, A], rewards
-  [T] (shifted: 0 at success, -1 before), masks [T] (0 at success),
-  terminals [T] (1 at each episode's last kept step) and env_meta (a dict).
-  Each demo is cut after its first success.
+  Returns observations / next_observations [T, O], actions [T, A] (clipped to
+  +-ACTION_LIMIT), rewards [T] (robomimic's minus 1: 0 at success, -1 before),
+  masks [T] (1 - dones), terminals [T] (dones, and 1 at each demo's last step)
+  and env_meta (a dict). Every step of every demo is kept.
   """
   with _open(path) as f:
     env_meta = json.loads(f["data"].attrs["env_args"])
@@ -87,16 +101,14 @@ def load_dataset(path: str, filter_key: Optional[str] = None) -> Dict[str, np.nd
       missing = [f"{g}/{k}" for g in ("obs", "next_obs") for k in OBS_KEYS if k not in demo[g]]
       if missing:
         raise DatasetError(f"{path}: {name} lacks {', '.join(missing)}")
-      obs = np.concatenate([demo[f"obs/{k}"][()] for k in OBS_KEYS], -1)
-      next_obs = np.concatenate([demo[f"next_obs/{k}"][()] for k in OBS_KEYS], -1)
-      success = demo["rewards"][()] > 0
-      n = int(np.argmax(success)) + 1 if success.any() else len(success)
-      parts["observations"].append(obs[:n])
-      parts["next_observations"].append(next_obs[:n])
-      parts["actions"].append(demo["actions"][()][:n])
-      parts["rewards"].append(success[:n].astype(np.float32) - 1.0)
-      parts["masks"].append(1.0 - success[:n].astype(np.float32))
-      terminals = np.zeros(n, np.float32)
+      parts["observations"].append(np.concatenate([demo[f"obs/{k}"][()] for k in OBS_KEYS], -1))
+      parts["next_observations"].append(
+          np.concatenate([demo[f"next_obs/{k}"][()] for k in OBS_KEYS], -1))
+      parts["actions"].append(np.clip(demo["actions"][()], -ACTION_LIMIT, ACTION_LIMIT))
+      parts["rewards"].append(demo["rewards"][()].astype(np.float32) - 1.0)
+      dones = demo["dones"][()].astype(np.float32)
+      parts["masks"].append(1.0 - dones)
+      terminals = dones.copy()
       terminals[-1] = 1.0
       parts["terminals"].append(terminals)
   if not parts["observations"]:
@@ -109,13 +121,33 @@ def load_dataset(path: str, filter_key: Optional[str] = None) -> Dict[str, np.nd
   return data
 
 
+def read_first_step(path: str) -> Optional[Tuple[np.ndarray, np.ndarray, Dict, str]]:
+  """The first demo's first simulator state and observation, to check the file against an env.
+
+  Returns (state [S], obs [O], env_meta, demo name), or None when the file
+  stores no `states` (robomimic's own files do).
+  """
+  with _open(path) as f:
+    names = _demo_names(f, None)
+    if not names:
+      return None
+    demo = f[f"data/{names[0]}"]
+    if "states" not in demo or any(k not in demo["obs"] for k in OBS_KEYS):
+      return None
+    obs = np.concatenate([demo[f"obs/{k}"][0] for k in OBS_KEYS], -1)
+    return (np.asarray(demo["states"][0], np.float64), obs,
+            json.loads(f["data"].attrs["env_args"]), names[0])
+
+
 def write_dataset(path: str, demos: Sequence[Dict[str, np.ndarray]], env_meta: Dict,
                   masks: Optional[Dict[str, Sequence[int]]] = None):
   """Write demos in robomimic's hdf5 format.
 
   Each demo is a dict with `obs` and `next_obs` (dicts of key -> [T, d]),
-  `actions` [T, A], `rewards` [T] (robomimic's: 1 at success) and `dones` [T].
-  `masks` maps a split name to demo indices (written as mask/<name>).
+  `actions` [T, A], `rewards` [T] (robomimic's: 1 at success) and `dones` [T],
+  and optionally `states` [T, S] (flattened MuJoCo state before each action)
+  and `model_file` (the MJCF string). `masks` maps a split name to demo
+  indices (written as mask/<name>).
   """
   h5py = _h5py()
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -127,8 +159,11 @@ def write_dataset(path: str, demos: Sequence[Dict[str, np.ndarray]], env_meta: D
       for group in ("obs", "next_obs"):
         for k, v in demo[group].items():
           g.create_dataset(f"{group}/{k}", data=np.asarray(v))
-      for k in ("actions", "rewards", "dones"):
-        g.create_dataset(k, data=np.asarray(demo[k]))
+      for k in ("actions", "rewards", "dones", "states"):
+        if k in demo:
+          g.create_dataset(k, data=np.asarray(demo[k]))
+      if "model_file" in demo:
+        g.attrs["model_file"] = demo["model_file"]
       g.attrs["num_samples"] = len(demo["actions"])
       total += len(demo["actions"])
     data.attrs["total"] = total

@@ -2,9 +2,11 @@
 
 The official multi-human datasets cannot be downloaded here, so these scripts
 stand in for robomimic's human operators. Each reads privileged simulator
-state (object, peg and bin poses from robosuite) and emits OSC_POSE delta
-actions, 7-D in [-1, 1]: translation (x 0.05 m), rotation as a world-frame
-axis-angle (x 0.5 rad), and the gripper (-1 open, +1 close).
+state (object, peg and bin poses from robosuite 1.5.1) and emits OSC_POSE
+delta actions, 7-D in [-1, 1]: translation (x 0.05 m), rotation as an
+axis-angle (x 0.5 rad), both in the robot base's frame (robosuite 1.5's
+default, which for these fixed, unrotated Pandas is the world's axes), and the
+gripper (-1 open, +1 close).
 
 A script is a small state machine (approach, descend, grasp, lift, and for
 can / square: carry, lower, release, retreat) driven by an `Operator`, drawn
@@ -26,10 +28,11 @@ from scipy.spatial.transform import Rotation
 POS_SCALE = 0.05  # metres per unit of translation action (OSC_POSE output_max)
 ROT_SCALE = 0.5  # radians per unit of rotation action
 OPEN, CLOSE = -1.0, 1.0
-# Raw robosuite observations stored in a demo, by robomimic's name (robosuite's `object-state`
-# is robomimic's `object`).
-STORED_OBS = ("robot0_joint_pos_cos", "robot0_joint_pos_sin", "robot0_joint_vel", "robot0_eef_pos",
-              "robot0_eef_quat", "robot0_gripper_qpos", "robot0_gripper_qvel", "object")
+# Raw robosuite 1.5.1 observations stored in a demo, by robomimic's name: the robot's keys that
+# robomimic stores (all but robot0_proprio-state) and `object` (robosuite's `object-state`).
+STORED_OBS = ("robot0_joint_pos", "robot0_joint_pos_cos", "robot0_joint_pos_sin",
+              "robot0_joint_vel", "robot0_eef_pos", "robot0_eef_quat", "robot0_eef_quat_site",
+              "robot0_gripper_qpos", "robot0_gripper_qvel", "object")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +92,7 @@ class Script:
     self.env, self.op, self.rng = env, operator, rng
     self.sim = env.raw_env.sim
     self.robot = env.raw_env.robots[0]
+    self.eef_site = self.robot.eef_site_id[self.robot.arms[0]]  # robosuite 1.5: one per arm
     self.table_z = float(np.asarray(getattr(env.raw_env, "table_offset", (0, 0, 0.8)))[2])
     self.phase, self.t_phase = "approach", 0
     self.grip_wait = operator.grip_wait
@@ -101,11 +105,11 @@ class Script:
   # Privileged state.
   @property
   def eef_pos(self) -> np.ndarray:
-    return np.array(self.sim.data.site_xpos[self.robot.eef_site_id])
+    return np.array(self.sim.data.site_xpos[self.eef_site])
 
   @property
   def eef_mat(self) -> np.ndarray:
-    return np.array(self.sim.data.site_xmat[self.robot.eef_site_id]).reshape(3, 3)
+    return np.array(self.sim.data.site_xmat[self.eef_site]).reshape(3, 3)
 
   @property
   def eef_yaw(self) -> float:
@@ -144,7 +148,7 @@ class Script:
     if norm > self.op.max_step:
       move *= self.op.max_step / norm
     yaw = self.eef_yaw if yaw is None else _nearest(yaw, self.eef_yaw, 2 * np.pi)
-    error = Rotation.from_matrix(_down(yaw) @ self.eef_mat.T).as_rotvec()  # world frame, as OSC
+    error = Rotation.from_matrix(_down(yaw) @ self.eef_mat.T).as_rotvec()  # world = base axes
     turn = self.op.rot_gain * error / ROT_SCALE
     turn = np.clip(turn, -0.6, 0.6)
     # Hesitation: hold still (or back off a little) for a few steps, gripper unchanged.
@@ -351,17 +355,22 @@ def rollout(env, task: str, seed: int, operator: Optional[Operator] = None) -> D
   """One scripted episode from `env.reset(seed=seed)`, stopped at the first success.
 
   Returns a robomimic demo: `obs` / `next_obs` (dicts of key -> [T, d]),
-  `actions` [T, 7], `rewards` [T] (1 at success), `dones` [T], plus
-  `success` (bool) and the `operator` used. The operator and its noise are
-  drawn from `seed` too, so the episode depends on the seed alone.
+  `actions` [T, 7], `rewards` [T] (1 at success), `dones` [T] (1 at the last
+  step, which is the success if there is one: robomimic's done_mode 2),
+  `states` [T, S] (the flattened MuJoCo state before each action) and
+  `model_file` (the episode's MJCF, which hard resets re-draw), plus `success`
+  (bool) and the `operator` used. The operator and its noise are drawn from
+  `seed` too, so the episode depends on the seed alone.
   """
   env.reset(seed=seed)
+  model_file = env.raw_env.sim.model.get_xml()
   rng = np.random.default_rng(np.random.SeedSequence([seed, 1]))
   script = make_script(task, env, rng, operator)
-  obs, next_obs, actions, rewards = [], [], [], []
+  obs, next_obs, actions, rewards, states = [], [], [], [], []
   success = False
   for _ in range(env.max_episode_steps):
     obs.append(_raw_obs(env))
+    states.append(env.sim_state())
     action = script.act()
     _, _, success, truncated, _ = env.step(action)
     next_obs.append(_raw_obs(env))
@@ -373,6 +382,5 @@ def rollout(env, task: str, seed: int, operator: Optional[Operator] = None) -> D
   dones = np.zeros(len(actions))
   dones[-1] = 1.0
   return {"obs": stack(obs), "next_obs": stack(next_obs), "actions": np.array(actions),
-          "rewards": np.array(rewards), "dones": dones, "success": success,
-          "operator": script.op}
-
+          "rewards": np.array(rewards), "dones": dones, "states": np.stack(states),
+          "model_file": model_file, "success": success, "operator": script.op}

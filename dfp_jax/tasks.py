@@ -77,4 +77,6 @@ def load_task(env_config, *, num_shards=None, shard=None):
   data.pop("env_meta")
   ogbench_data.check_dataset(data, env.observation_space.shape[0], env.action_space.shape[0],
                              os.path.basename(path))
+  from dfp_jax import robomimic_env
+  robomimic_env.check_layout(env, path)  # the file's observation layout is this robosuite's
   return env, data, None

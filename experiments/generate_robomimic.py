@@ -2,10 +2,13 @@
 
 The official multi-human datasets cannot be downloaded here. This runs the
 varied, imperfect scripted operators of `dfp_jax.robomimic_scripted` in
-robosuite, keeps the successful episodes, and writes them in robomimic's
-hdf5 layout (with `train` / `valid` splits and robomimic's env metadata), so
+robosuite 1.5.1, keeps the successful episodes, and writes them in
+robomimic's hdf5 layout (with `train` / `valid` splits, each demo's simulator
+`states` and `model_file`, and the env metadata robomimic writes under
+robosuite 1.5.1: its composite controller config and version), so
 `dfp_jax.robomimic_data.load_dataset` and the trainer read it like the real
-file. Episode i depends on (seed, i) only, not on the number of workers.
+file and check it against the env. Episode i depends on (seed, i) only, not on
+the number of workers.
 
     python -m experiments.generate_robomimic --task=square --episodes=300 \\
         --out=~/.robomimic/square/mh/low_dim_v15.hdf5
@@ -35,16 +38,18 @@ def _check_task(task: str):
 
 
 def env_meta(task: str) -> Dict:
-  """The env metadata robomimic stores in `data.attrs["env_args"]` for `task`."""
+  """The env metadata robomimic stores in `data.attrs["env_args"]` for `task` under robosuite
+  1.5.1: the OSC_POSE config converted to robosuite's composite format, as robomimic does."""
   _check_task(task)
   robosuite = robomimic_env.import_robosuite()
+  controller = robomimic_env.composite_controller_config(robomimic_env.OSC_POSE, "Panda")
   return {"env_name": robomimic_data.TASKS[task][0], "env_version": robosuite.__version__,
           "type": 1,
           "env_kwargs": {"has_renderer": False, "has_offscreen_renderer": False,
                          "ignore_done": True, "use_object_obs": True, "use_camera_obs": False,
-                         "control_freq": 20, "controller_configs": robomimic_env.OSC_POSE, "robots": ["Panda"],
-                         "camera_depths": False, "camera_heights": 84, "camera_widths": 84,
-                         "reward_shaping": False}}
+                         "control_freq": 20, "controller_configs": controller,
+                         "robots": ["Panda"], "camera_depths": False, "camera_heights": 84,
+                         "camera_widths": 84, "reward_shaping": False}}
 
 
 def episode_seed(seed: int, index: int) -> int:
@@ -108,7 +113,8 @@ def generate(task: str, episodes: int, out: str, seed: int = 0, workers: int = 1
   finally:
     bar.close()
 
-  demos = [{k: d[k] for k in ("obs", "next_obs", "actions", "rewards", "dones")}
+  demos = [{k: d[k] for k in ("obs", "next_obs", "actions", "rewards", "dones", "states",
+                              "model_file")}
            for d in results if d["success"]]
   if not demos:
     raise DatasetError(f"no scripted {task} episode of {episodes} succeeded; nothing written")

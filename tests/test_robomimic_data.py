@@ -15,21 +15,27 @@ ENV_META = {"env_name": "Lift", "type": 1,
             "env_kwargs": {"robots": ["Panda"], "controller_configs": {"type": "OSC_POSE"}}}
 
 
-def _demo(rng, length, success_at=None):
+def _demo(rng, length, success_at=None, last_done=1):
+  """A random demo; robomimic marks success (reward 1, done 1 with done_mode 2) on every step
+  from `success_at` on, and done at the last step (`last_done=0`: done_mode 0, no success)."""
   obs = {k: rng.standard_normal((length + 1, d)).astype(np.float32) for k, d in DIMS.items()}
   rewards = np.zeros(length, np.float32)
-  if success_at is not None:
-    rewards[success_at:] = 1.0  # robomimic marks success on every step after it too
   dones = np.zeros(length, np.int64)
-  dones[-1] = 1
-  return {"obs": {k: v[:-1] for k, v in obs.items()}, "next_obs": {k: v[1:] for k, v in obs.items()},
+  if success_at is not None:
+    rewards[success_at:] = 1.0
+    dones[success_at:] = 1
+  dones[-1] = max(dones[-1], last_done)
+  return {"obs": {k: v[:-1] for k, v in obs.items()},
+          "next_obs": {k: v[1:] for k, v in obs.items()},
           "actions": rng.uniform(-1, 1, (length, 7)).astype(np.float32),
-          "rewards": rewards, "dones": dones}
+          "rewards": rewards, "dones": dones,
+          "states": rng.standard_normal((length, 32)), "model_file": f"<mujoco>{length}</mujoco>"}
 
 
 def test_round_trip_keeps_every_array_and_builds_the_low_dim_observation(tmp_path):
   rng = np.random.default_rng(0)
-  demos = [_demo(rng, 12, success_at=9), _demo(rng, 7, success_at=6), _demo(rng, 5)]
+  demos = [_demo(rng, 12, success_at=9), _demo(rng, 7, success_at=6), _demo(rng, 5, last_done=0)]
+  demos[0]["actions"][0, :3] = [1.0, -1.0, 1.5]  # robomimic's actions reach the limits
   path = str(tmp_path / "low_dim_v15.hdf5")
   robomimic_data.write_dataset(path, demos, ENV_META, masks={"train": [0, 2], "valid": [1]})
 
@@ -41,27 +47,46 @@ def test_round_trip_keeps_every_array_and_builds_the_low_dim_observation(tmp_pat
       for group in ("obs", "next_obs"):
         for k, v in demo[group].items():
           np.testing.assert_array_equal(f[f"data/demo_{i}/{group}/{k}"][()], v)
-      np.testing.assert_array_equal(f[f"data/demo_{i}/actions"][()], demo["actions"])
+      for k in ("actions", "rewards", "dones", "states"):
+        np.testing.assert_array_equal(f[f"data/demo_{i}/{k}"][()], demo[k])
+      assert f[f"data/demo_{i}"].attrs["model_file"] == demo["model_file"]
     assert list(f["mask/valid"][()]) == [b"demo_1"]
 
   data = robomimic_data.load_dataset(path)
   assert data["env_meta"] == ENV_META
-  # Demos are cut after their first success: 10 + 7 + 5 transitions (the last never succeeds).
-  assert data["observations"].shape == (22, 19) and data["actions"].shape == (22, 7)
-  first = np.concatenate([demos[0]["obs"][k][:10] for k in robomimic_data.OBS_KEYS], -1)
-  np.testing.assert_array_equal(data["observations"][:10], first)
-  np.testing.assert_array_equal(data["next_observations"][10:17], np.concatenate(
+  # Whole demos: 12 + 7 + 5 transitions, in order.
+  assert data["observations"].shape == (24, 19) and data["actions"].shape == (24, 7)
+  first = np.concatenate([demos[0]["obs"][k] for k in robomimic_data.OBS_KEYS], -1)
+  np.testing.assert_array_equal(data["observations"][:12], first)
+  np.testing.assert_array_equal(data["next_observations"][12:19], np.concatenate(
       [demos[1]["next_obs"][k] for k in robomimic_data.OBS_KEYS], -1))
-  # Reward shifted by -1: 0 at success (where bootstrapping stops), -1 before.
-  expected = -np.ones(22, np.float32)
-  expected[[9, 16]] = 0.0
-  np.testing.assert_array_equal(data["rewards"], expected)
-  np.testing.assert_array_equal(data["masks"], -expected)
-  assert list(np.flatnonzero(data["terminals"])) == [9, 16, 21]
+  # Actions clipped to +-(1 - 1e-5); the rest unchanged.
+  limit = np.float32(1 - 1e-5)
+  np.testing.assert_array_equal(data["actions"][0, :3], [limit, -limit, limit])
+  np.testing.assert_array_equal(data["actions"][1:12], demos[0]["actions"][1:])
+  assert np.abs(data["actions"]).max() < 1.0
+  # Reward shifted by -1: 0 at every success step (9, 10, 11 and 18), -1 elsewhere.
+  success = np.zeros(24, bool)
+  success[[9, 10, 11, 18]] = True
+  np.testing.assert_array_equal(data["rewards"], success - 1.0)
+  # masks = 1 - dones: bootstrapping stops at the success steps and at the failed demo's end
+  # only if its dones says so (done_mode 0 leaves it 0 there).
+  np.testing.assert_array_equal(data["masks"], 1.0 - success)
+  # terminals = dones, plus each demo's last step: the third demo ends although its dones is 0.
+  assert list(np.flatnonzero(data["terminals"])) == [9, 10, 11, 18, 23]
 
   # A split reads only its demos.
   valid = robomimic_data.load_dataset(path, filter_key="valid")
   assert len(valid["observations"]) == 7 and valid["rewards"][-1] == 0.0
+
+  # The layout check's input: demo_0's first state and observation.
+  state, obs, meta, name = robomimic_data.read_first_step(path)
+  np.testing.assert_array_equal(state, demos[0]["states"][0])
+  np.testing.assert_array_equal(obs, first[0])
+  assert meta == ENV_META and name == "demo_0"
+  del demos[0]["states"]
+  robomimic_data.write_dataset(path, demos, ENV_META)
+  assert robomimic_data.read_first_step(path) is None  # nothing to check against
 
 
 def test_bad_files_are_dataset_errors(tmp_path):

@@ -1,4 +1,5 @@
-"""End to end on Robomimic lift: scripted data generated on first use, training, resuming."""
+"""End to end on Robomimic lift: scripted data generated on first use, training, resuming, and
+the load-time observation-layout check at the command line."""
 
 import json
 import os
@@ -9,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 
+h5py = pytest.importorskip("h5py", reason="needs the Robomimic extra: pip install -e .[robomimic]")
 pytest.importorskip("robosuite", reason="needs the Robomimic extra: pip install -e .[robomimic]")
 
 from dfp_jax.metrics import read_csv  # noqa: E402
@@ -16,15 +18,15 @@ from dfp_jax.metrics import read_csv  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _train(workdir, data):
+def _train(workdir, data, *flags):
   return subprocess.run(
       [sys.executable, "-m", "experiments.train", "--config=experiments/configs/dfp.py:smoke",
        "--config.env.task=lift", f"--config.env.dataset_dir={data}",
-       "--config.env.generate_episodes=3", f"--workdir={workdir}"],
+       "--config.env.generate_episodes=3", f"--workdir={workdir}", *flags],
       cwd=ROOT, capture_output=True, text=True, timeout=900)
 
 
-def test_smoke_training_on_generated_lift_data_and_resume_replays_the_env(tmp_path):
+def test_smoke_training_on_generated_lift_data_resume_and_a_file_in_another_layout(tmp_path):
   data, run = tmp_path / "data", tmp_path / "run"
   res = _train(run, data)
   assert res.returncode == 0, res.stderr[-3000:]
@@ -57,3 +59,20 @@ def test_smoke_training_on_generated_lift_data_and_resume_replays_the_env(tmp_pa
     for k in a:
       if k not in ("steps_per_s", "eval_time_s"):
         np.testing.assert_array_equal(a[k], b[k], err_msg=f"{stream} {k}")
+
+  # The same data in robosuite 1.4's lift layout (eef - cube instead of cube - eef) stops the
+  # run at load time with one `error:` line that names the robosuite version the file needs.
+  old = tmp_path / "old" / "lift" / "mh"
+  old.mkdir(parents=True)
+  shutil.copy(data / "lift" / "mh" / "low_dim_v15.hdf5", old / "low_dim_v15.hdf5")
+  with h5py.File(old / "low_dim_v15.hdf5", "a") as f:
+    for name in f["data"]:
+      for g in ("obs", "next_obs"):
+        f[f"data/{name}/{g}/object"][:, 7:] *= -1
+    meta = json.loads(f["data"].attrs["env_args"])
+    f["data"].attrs["env_args"] = json.dumps({**meta, "env_version": "1.4.1"})
+  res = _train(tmp_path / "old_run", tmp_path / "old")
+  assert res.returncode != 0
+  line = res.stderr.strip().splitlines()[-1]
+  assert line.startswith("error: ") and "needs robosuite 1.4.1" in line, res.stderr[-3000:]
+  assert not (tmp_path / "old_run" / "train.csv").exists()
