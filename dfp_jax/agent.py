@@ -126,10 +126,19 @@ def best_of(agent, sample: Callable, obs, keys, num):
   return select_best(q_values(agent, agent.critic_params, obs, chunks), chunks)
 
 
-def top_k_positives(q, candidates, k):
-  """The K best candidates by Q. q: [B, N], candidates: [B, N, S] -> [B, K, S]."""
-  _, idx = jax.lax.top_k(q, k)
-  return jnp.take_along_axis(candidates, idx[..., None], axis=1)
+def top_k_positives(q, candidates, k, soft: bool = False):
+  """The K best candidates by Q and their weights. q: [B, N], candidates: [B, N, S].
+
+  Returns (positives [B, K, S], weights [B, K] or None). `soft` weights each
+  positive by its Q min-max normalised over the state's N candidates, clipped
+  at 0 (the released "soft" variant); hard top-K weighs them equally (None).
+  """
+  top_q, idx = jax.lax.top_k(q, k)
+  positives = jnp.take_along_axis(candidates, idx[..., None], axis=1)
+  if not soft:
+    return positives, None
+  low, high = q.min(-1, keepdims=True), q.max(-1, keepdims=True)
+  return positives, jnp.maximum((top_q - low) / jnp.maximum(high - low, 1e-8), 0.0)
 
 
 def masked_mean(per_example, valid, axis_name=None):

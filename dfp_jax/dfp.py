@@ -28,6 +28,11 @@ def get_config():
   c.ema_tau = 1e-4                        # tau_EMA of the anchor pi_old
   c.temperatures = (0.05,)                # kernel temperatures R ("bandwidth")
   c.kernel = "laplace"                    # "laplace" (impl) or "gaussian" (paper prose)
+  c.affinity_floor = drifting.AFFINITY_FLOOR  # floor on the softmax product (impl; 0: none)
+  c.relative_floor = False                # scale the floor by 8x9 / (N_gen x targets)
+  c.clip_samples = True                   # clip policy samples to [-1, 1] before the drift (impl)
+  c.bc_mask_invalid = False               # mask chunks that cross an episode end out of L_BC
+  c.topk_mode = "hard"                    # "hard": top-K equal weights; "soft": weighted by Q
   c.topk_offline = False                  # pure offline-RL variant: top-K term from step 0
   c.use_topk = True                       # False: DFP without top-K (best-of-N' only)
   return c
@@ -63,17 +68,22 @@ def actor_loss(agent, actor_params, batch, keys, axis_name=None, *, use_topk: bo
   obs = batch["observations"]
   noise = normal(fold(keys, 0), c.num_gen, agent.chunk_size)
   gen = agent.actor.apply({"params": actor_params}, repeat_obs(obs, c.num_gen),
-                          noise)  # [B, N_gen, S], unclipped
-  drift = functools.partial(drifting.drift_loss, temperatures=tuple(c.temperatures),
-                            kernel=c.kernel, axis_name=axis_name)
-  bc_loss, bc_info = drift(gen, batch["actions"][:, None], sample_mask=batch["valid"])
+                          noise)  # [B, N_gen, S]
+  if c.clip_samples:  # as the released code: a coordinate outside the box gets no gradient
+    gen = jnp.clip(gen, -1.0, 1.0)
+  drift = functools.partial(
+      drifting.drift_loss, temperatures=tuple(c.temperatures), kernel=c.kernel,
+      affinity_floor=c.affinity_floor, relative_floor=c.relative_floor, axis_name=axis_name)
+  bc_loss, bc_info = drift(gen, batch["actions"][:, None],
+                           sample_mask=batch["valid"] if c.bc_mask_invalid else None)
   info = {f"actor/bc_{k}": v for k, v in bc_info.items()}
   loss = bc_loss
   if use_topk:
     candidates = sample_chunks(agent, agent.anchor_params, obs, fold(keys, 1), c.num_candidates)
     q = q_values(agent, agent.critic_params, obs, candidates)
-    positives = jax.lax.stop_gradient(top_k_positives(q, candidates, c.top_k))
-    topk_loss, topk_info = drift(gen, positives)
+    positives, weights = top_k_positives(q, candidates, c.top_k, soft=c.topk_mode == "soft")
+    topk_loss, topk_info = drift(gen, jax.lax.stop_gradient(positives),
+                                 pos_weights=jax.lax.stop_gradient(weights))
     loss = loss + c.topk_weight * topk_loss
     info.update({f"actor/topk_{k}": v for k, v in topk_info.items()})
     info["actor/candidate_q_mean"] = q.mean()

@@ -1,12 +1,21 @@
 """The drifting field V = V+_p - V-_q and its fixed-point regression loss.
 
-SPEC section 2.1 (Deng et al., Algorithm 2, with their normalisations). Every
-set is shaped [B, C, S]: B conditioning states, C samples per state, S the
-flattened action-chunk size. B = 1 is plain unconditional generation.
+SPEC section 2.1: Deng et al.'s Algorithm 2 with the normalisations and floors
+of the authors' released implementation. Every set is shaped [B, C, S]: B
+conditioning states, C samples per state, S the flattened action-chunk size.
+B = 1 is plain unconditional generation.
 
 Everything that forms the field is computed on stop-gradient copies; only the
 regression `||x - sg(x + V)||^2` carries a gradient into the generator, so the
 update moves each sample along V and never differentiates through the kernel.
+
+The floors are part of the method, not numerical hygiene. The 1e-6 floor on
+the product of the two softmaxes keeps every pair's affinity >= 1e-3, so a
+positive many kernel widths away from every sample still attracts them;
+without it the weights underflow and the field vanishes (the paper's
+Robomimic temperatures then never learn to close the gripper). The floor is
+absolute, so with large sets it dominates; `relative_floor` scales it with the
+set sizes instead (SPEC 2.1, step 4).
 """
 
 from typing import Optional, Sequence
@@ -16,8 +25,12 @@ import jax
 import jax.numpy as jnp
 
 KERNELS = ("laplace", "gaussian")
-# Distance given to masked pairs (a sample and itself): exp(-_MASKED / R) == 0.
-_MASKED = 1e6
+AFFINITY_FLOOR = 1e-6      # floor on softmax_targets * softmax_gen (released value)
+FLOOR_REFERENCE_PAIRS = 8 * 9  # Cg x targets at which a relative floor equals AFFINITY_FLOOR
+SELF_MASK = 100.0          # added to a sample's normalised distance to itself (finite mask)
+_SQ_DIST_FLOOR = 1e-8      # floor on squared distances (so sqrt has a finite gradient)
+_SCALE_FLOOR = 1e-3        # floor on the distance scale and on the coordinate scale
+_RMS_FLOOR = 1e-8          # floor on mean(V_R^2) in the force normalisation
 
 
 def batch_mean(x, axis_name=None):
@@ -26,12 +39,11 @@ def batch_mean(x, axis_name=None):
   return jax.lax.pmean(m, axis_name) if axis_name is not None else m
 
 
-def _pairwise_dist(x, y):
+def pairwise_dist(x, y):
   """Plain (not squared) L2 distances. x: [B, N, S], y: [B, M, S] -> [B, N, M]."""
   sq = (jnp.sum(x * x, -1)[:, :, None] + jnp.sum(y * y, -1)[:, None, :]
         - 2.0 * jnp.einsum("bns,bms->bnm", x, y))
-  # The clamp keeps sqrt finite where rounding makes sq slightly negative.
-  return jnp.sqrt(jnp.maximum(sq, 1e-12))
+  return jnp.sqrt(jnp.maximum(sq, _SQ_DIST_FLOOR))
 
 
 def _logits(d_n, temperature, kernel):
@@ -42,80 +54,106 @@ def _logits(d_n, temperature, kernel):
   raise ValueError(f"unknown kernel {kernel!r}; choose one of {KERNELS}")
 
 
-def drifting_field(x, pos, neg, *, temperatures: Sequence[float] = (0.05,),
-                   kernel: str = "laplace", self_negatives: bool = False,
-                   repulsion: bool = True, normalize: bool = True,
-                   axis_name: Optional[str] = None, min_scale: float = 1e-6):
-  """The drifting field at the (stop-gradient) samples x.
+def effective_floor(affinity_floor: float, relative: bool, num_gen: int, num_targets: int):
+  """The affinity floor in force: absolute, or scaled by the released sizes over these sizes."""
+  if not relative:
+    return affinity_floor
+  return affinity_floor * FLOOR_REFERENCE_PAIRS / (num_gen * num_targets)
+
+
+def _weights(w, b, c):
+  return jnp.ones((b, c), jnp.float32) if w is None else jnp.broadcast_to(
+      jnp.asarray(w, jnp.float32), (b, c))
+
+
+def drifting_field(x, pos, neg=None, *, temperatures: Sequence[float] = (0.05,),
+                   kernel: str = "laplace", self_negatives: bool = True,
+                   repulsion: bool = True, gen_weights=None, pos_weights=None,
+                   neg_weights=None, affinity_floor: float = AFFINITY_FLOOR,
+                   relative_floor: bool = False, normalize: bool = True,
+                   axis_name: Optional[str] = None):
+  """The drifting field at the (stop-gradient) samples x (SPEC 2.1).
 
   Args:
     x: [B, Cg, S] generated samples where the field is evaluated.
     pos: [B, Cp, S] positives y+ ~ p (attraction).
-    neg: [B, Cn, S] negatives y- ~ q (repulsion). With `self_negatives`,
-      the first Cg entries of `neg` must be x itself; each sample is then
-      excluded from its own negatives.
+    neg: optional [B, Cn, S] extra fixed negatives.
     temperatures: the kernel temperatures R; one field per R, each normalised
-      to unit RMS, summed.
+      to unit RMS over the minibatch, summed.
     kernel: "laplace" (default, the released implementation) or "gaussian".
-    repulsion: False gives the attraction-only field V+_p(x) - x (the
-      ablation that collapses modes).
-    normalize: divide each V_R by its RMS over the minibatch (SPEC 2.1 step 4).
+    self_negatives: x itself is the negative set q (each sample masked from
+      its own column). False: only `neg` repels (the released `use_neg_only`).
+    repulsion: False keeps only the attraction term V+ of the same field (the
+      released `plus_only`; the ablation that collapses modes).
+    gen_weights, pos_weights, neg_weights: optional per-sample weights [B, C]
+      of the targets (all 1 by default): they weight the distance scale and
+      multiply the affinities.
+    affinity_floor: floor on the product of the two softmaxes (0: none).
+    relative_floor: scale the floor by (8 x 9) / (Cg x targets), the released
+      set sizes over these, so large sets are not dominated by it.
+    normalize: divide each V_R by its RMS over the minibatch.
     axis_name: mesh axis to average the minibatch statistics over when the
       batch is sharded, so the field does not depend on the device count.
 
   Returns:
-    (V, x_n, scale, info): V [B, Cg, S] in normalised coordinates, x_n = x
-    divided by the coordinate scale, the distance scale, and diagnostics.
+    (V, x_n, coord_scale, info): V [B, Cg, S] in normalised coordinates, x_n = x
+    divided by the coordinate scale, that scale, and diagnostics.
   """
-  chex.assert_rank([x, pos, neg], 3)
-  chex.assert_equal_shape_prefix([x, pos, neg], 1)
-  chex.assert_equal_shape_suffix([x, pos, neg], 1)
+  chex.assert_rank([x, pos], 3)
+  chex.assert_equal_shape_prefix([x, pos], 1)
+  chex.assert_equal_shape_suffix([x, pos], 1)
   if kernel not in KERNELS:
     raise ValueError(f"unknown kernel {kernel!r}; choose one of {KERNELS}")
-  x, pos, neg = (jax.lax.stop_gradient(a.astype(jnp.float32)) for a in (x, pos, neg))
-  cg, cn, s = x.shape[1], neg.shape[1], x.shape[2]
-
-  targets = jnp.concatenate([neg, pos], axis=1)  # [B, Cn + Cp, S]
-  d = _pairwise_dist(x, targets)  # [B, Cg, Cn + Cp]
-  valid = jnp.ones(d.shape[1:], bool)
+  sg = lambda a: jax.lax.stop_gradient(a.astype(jnp.float32))
+  x, pos = sg(x), sg(pos)
+  b, cg, s = x.shape
+  # Targets Y = [sg(gen), neg, pos] along C; the first `n_neg` columns repel.
+  parts, weights = [], []
   if self_negatives:
-    valid = valid.at[:, :cn].set(~jnp.eye(cg, cn, dtype=bool))
-  # One scalar scale for the whole minibatch, over the pairs that exist.
-  total = batch_mean(jnp.where(valid, d, 0.0), axis_name)
-  frac = jnp.mean(valid)
-  scale = jnp.maximum(total / frac, min_scale)
-  d_n = jnp.where(valid, d / scale, _MASKED)
-  # Coordinates in units where the mean pairwise distance is sqrt(S), i.e. unit
-  # per-coordinate spread, so the regression target has unit scale.
-  coord_scale = scale / jnp.sqrt(s)
+    parts.append(x)
+    weights.append(_weights(gen_weights, b, cg))
+  if neg is not None:
+    chex.assert_rank(neg, 3)
+    parts.append(sg(neg))
+    weights.append(_weights(neg_weights, b, neg.shape[1]))
+  n_neg = sum(p.shape[1] for p in parts)
+  parts.append(pos)
+  weights.append(_weights(pos_weights, b, pos.shape[1]))
+  targets = jnp.concatenate(parts, axis=1)  # [B, Ct, S]
+  w = jnp.concatenate(weights, axis=1)[:, None, :]  # [B, 1, Ct]
+  ct = targets.shape[1]
+
+  d = pairwise_dist(x, targets)  # [B, Cg, Ct]
+  # One scalar scale over the whole array, self-pairs included, weighted by the targets.
+  scale = (batch_mean(d * w, axis_name)
+           / batch_mean(jnp.broadcast_to(w, d.shape), axis_name))
+  d_n = d / jnp.maximum(scale, _SCALE_FLOOR)
+  if self_negatives:
+    d_n = d_n + SELF_MASK * jnp.eye(cg, ct, dtype=d_n.dtype)
+  coord_scale = jnp.maximum(scale / jnp.sqrt(s), _SCALE_FLOOR)
   x_n, targets_n = x / coord_scale, targets / coord_scale
-  neg_n, pos_n = targets_n[:, :cn], targets_n[:, cn:]
+  neg_n, pos_n = targets_n[:, :n_neg], targets_n[:, n_neg:]
+  floor = effective_floor(affinity_floor, relative_floor, cg, ct)
 
   field = jnp.zeros_like(x_n)
   info = {}
   for r in temperatures:
     logits = _logits(d_n, r, kernel)
-    if repulsion:
-      # Geometric mean of the softmax over targets and the softmax over the Cg
-      # generated samples of the same state (Deng et al.'s double softmax).
-      a = jnp.sqrt(jax.nn.softmax(logits, axis=-1) * jax.nn.softmax(logits, axis=-2))
-      a_neg, a_pos = a[..., :cn], a[..., cn:]
-      w_pos = a_pos * jnp.sum(a_neg, -1, keepdims=True)
-      w_neg = a_neg * jnp.sum(a_pos, -1, keepdims=True)
-      # sum(w_pos) == sum(w_neg) per row, so the -x terms of both sides cancel.
-      attract = jnp.einsum("bij,bjs->bis", w_pos, pos_n)
-      repel = jnp.einsum("bij,bjs->bis", w_neg, neg_n)
-      v = attract - repel
-      info[f"attraction_r{r}"] = jnp.sqrt(batch_mean(jnp.sum(
-          jnp.square(attract - jnp.sum(w_pos, -1, keepdims=True) * x_n), -1), axis_name))
-      info[f"repulsion_r{r}"] = jnp.sqrt(batch_mean(jnp.sum(
-          jnp.square(repel - jnp.sum(w_neg, -1, keepdims=True) * x_n), -1), axis_name))
-    else:
-      w = jax.nn.softmax(logits[..., cn:], axis=-1)
-      v = jnp.einsum("bij,bjs->bis", w, pos_n) - x_n
-    rms = jnp.sqrt(batch_mean(jnp.square(v), axis_name))
+    # Geometric mean of the softmax over targets and the softmax over the Cg generated
+    # samples of the same state (Deng et al.'s double softmax), floored.
+    a = jax.nn.softmax(logits, axis=-1) * jax.nn.softmax(logits, axis=-2)
+    a = jnp.sqrt(jnp.maximum(a, floor)) * w
+    a_neg, a_pos = a[..., :n_neg], a[..., n_neg:]
+    w_pos = a_pos * jnp.sum(a_neg, -1, keepdims=True) if n_neg else a_pos
+    w_neg = a_neg * jnp.sum(a_pos, -1, keepdims=True)
+    attract = jnp.einsum("bij,bjs->bis", w_pos, pos_n) - jnp.sum(w_pos, -1, keepdims=True) * x_n
+    repel = jnp.einsum("bij,bjs->bis", w_neg, neg_n) - jnp.sum(w_neg, -1, keepdims=True) * x_n
+    v = attract - repel if repulsion else attract
+    info[f"attraction_r{r}"] = jnp.sqrt(batch_mean(jnp.sum(jnp.square(attract), -1), axis_name))
+    info[f"repulsion_r{r}"] = jnp.sqrt(batch_mean(jnp.sum(jnp.square(repel), -1), axis_name))
+    rms = jnp.sqrt(jnp.maximum(batch_mean(jnp.square(v), axis_name), _RMS_FLOOR))
     info[f"drift_rms_r{r}"] = rms
-    field = field + (v / jnp.maximum(rms, 1e-8) if normalize else v)
+    field = field + (v / rms if normalize else v)
   info["scale"] = scale
   info["drift_norm"] = jnp.sqrt(batch_mean(jnp.sum(jnp.square(field), -1), axis_name))
   return field, x_n, coord_scale, info
@@ -123,13 +161,16 @@ def drifting_field(x, pos, neg, *, temperatures: Sequence[float] = (0.05,),
 
 def drift_loss(gen, pos, neg=None, *, temperatures: Sequence[float] = (0.05,),
                kernel: str = "laplace", weight: float = 1.0, repulsion: bool = True,
-               normalize: bool = True, sample_mask=None,
+               self_negatives: bool = True, gen_weights=None, pos_weights=None,
+               neg_weights=None, affinity_floor: float = AFFINITY_FLOOR,
+               relative_floor: bool = False, normalize: bool = True, sample_mask=None,
                axis_name: Optional[str] = None):
-  """L_drift(theta; p, q) = E ||x - sg(x + V(x))||^2 with x = gen (SPEC 2.1).
+  """L_drift(theta; p, q) = E ||x - sg(x + V(x))||^2 with x = gen (SPEC 2.1, step 5).
 
   Args:
-    gen: [B, Cg, S] samples of the generator at each state (differentiable).
-      Their stop-gradient copy is the negative set (self excluded).
+    gen: [B, Cg, S] samples of the generator at each state (differentiable;
+      agents clip them to [-1, 1] first). Their stop-gradient copy is the
+      negative set (self excluded) unless `self_negatives` is False.
     pos: [B, Cp, S] positives.
     neg: optional [B, Cn, S] extra fixed negatives.
     sample_mask: optional [B] weights (e.g. 0 for invalid chunks); the loss is
@@ -139,13 +180,11 @@ def drift_loss(gen, pos, neg=None, *, temperatures: Sequence[float] = (0.05,),
   Returns:
     (loss, info) with `info` holding the field's diagnostics and `loss`.
   """
-  negatives = jax.lax.stop_gradient(gen)
-  if neg is not None:
-    negatives = jnp.concatenate([negatives, neg.astype(negatives.dtype)], axis=1)
   v, x_n, coord_scale, info = drifting_field(
-      gen, pos, negatives, temperatures=temperatures, kernel=kernel,
-      self_negatives=True, repulsion=repulsion, normalize=normalize,
-      axis_name=axis_name)
+      gen, pos, neg, temperatures=temperatures, kernel=kernel,
+      self_negatives=self_negatives, repulsion=repulsion, gen_weights=gen_weights,
+      pos_weights=pos_weights, neg_weights=neg_weights, affinity_floor=affinity_floor,
+      relative_floor=relative_floor, normalize=normalize, axis_name=axis_name)
   x = gen / jax.lax.stop_gradient(coord_scale)
   target = jax.lax.stop_gradient(x_n + v)
   per_state = jnp.mean(jnp.square(x - target), axis=(1, 2))  # [B]

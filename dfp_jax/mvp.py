@@ -7,10 +7,17 @@ the MeanFlow identity
 
   u(z_t, r, t) = v - (t - r) (v . d_z u + d_t u)      (a jax.jvp of u)
 
-with a stop-gradient target, plus the instantaneous-velocity constraint
-||u(z_t, t, t) - v||^2 (weight 1), each with MeanFlow's adaptive loss weight. `use_topk` adds the backbone ablation:
-DFP's top-K positives from the EMA anchor, fitted with the same MeanFlow loss
-(weight lambda) in the online phase.
+with a stop-gradient target, plus the instantaneous-velocity constraint (IVC).
+The defaults are the recipe of the authors' MVP, behind the paper's MVP
+numbers (SPEC 9): (t, r) the larger and smaller of two sigmoid(N(-0.4, 1))
+draws, plain squared errors, the IVC ||u(z_r, r, r) - v||^2 at the smaller
+time with weight 1. The earlier recipe (uniform times, MeanFlow's adaptive
+loss weight, IVC at t) stays reachable through the config.
+
+`use_topk` adds the backbone ablation: DFP's top-K positives from the EMA
+anchor, fitted with the same MeanFlow loss (weight lambda), online only by
+default; `topk_offline=True` runs it in both phases with the anchor tracking
+the actor from step 0, as the released MVP config does.
 """
 
 import functools
@@ -20,17 +27,23 @@ import jax
 import jax.numpy as jnp
 
 from dfp_jax import agent as agent_lib
-from dfp_jax.agent import fold, masked_mean, normal, q_values, repeat_obs, top_k_positives, uniform
+from dfp_jax.agent import (fold, masked_mean, normal, q_values, repeat_obs, top_k_positives,
+                           uniform)
 from dfp_jax.networks import MeanVelocity
 
 
 def get_config():
   c = agent_lib.base_config()
-  c.velocity_weight = 1.0         # weight of the instantaneous-velocity constraint
-  c.adaptive_weight_p = 1.0       # MeanFlow's adaptive loss weight 1 / sg(err + 1e-3)^p (0: off)
+  c.time_sampler = "lognorm"      # (t, r) from two sigmoid(N(mean, std)) draws, or "uniform"
+  c.time_mean = -0.4              # lognorm sampler: mean of the normal
+  c.time_std = 1.0                # lognorm sampler: std of the normal
+  c.velocity_weight = 1.0         # weight of the instantaneous-velocity constraint (IVC)
+  c.velocity_time = "r"           # IVC at (z_r, r, r) (authors' MVP) or "t": (z_t, t, t)
+  c.adaptive_weight_p = 0.0       # MeanFlow's adaptive loss weight 1 / sg(err + 1e-3)^p (0: off)
   c.num_act_samples = 16          # N: best-of-N when acting (our choice: DFP's N')
   c.num_target_samples = 16       # best-of-N next chunk in the critic target
   c.use_topk = False              # True: MVP + top-K (the backbone ablation)
+  c.topk_offline = False          # top-K: also offline, anchor EMA from step 0 (released config)
   c.num_candidates = 16           # top-K: N anchor candidates per state
   c.top_k = 4                     # top-K: K positives
   c.topk_weight = 0.5             # top-K: lambda
@@ -75,9 +88,10 @@ def mean_flow_loss(agent, params, obs, x, keys):
   Returns (weighted loss [B], unweighted squared error [B]); the second is for logging,
   since the adaptive weight makes the first about constant.
   """
+  c = agent.config
   b, n, s = x.shape
   e = normal(fold(keys, 0), n, s)
-  times = uniform(fold(keys, 1), 2 * n).reshape(b, n, 2)
+  times = sample_times(fold(keys, 1), 2 * n, c).reshape(b, n, 2)
   r, t = times.min(-1), times.max(-1)
   v = e - x
   z = x + t[..., None] * v  # (1 - t) x + t e
@@ -86,11 +100,27 @@ def mean_flow_loss(agent, params, obs, x, keys):
   # d/dt u(z_t, r, t) along the flow: tangent (dz/dt, dr/dt, dt/dt) = (v, 0, 1).
   u, dudt = jax.jvp(u_fn, (z, r, t), (v, jnp.zeros_like(r), jnp.ones_like(t)))
   target = jax.lax.stop_gradient(v - (t - r)[..., None] * dudt)
-  w = agent.config.velocity_weight
+  w = c.velocity_weight
   mean_flow = jnp.mean(jnp.square(u - target), axis=-1)
-  velocity = jnp.mean(jnp.square(u_fn(z, t, t) - v), axis=-1)
-  loss = _adaptive(mean_flow, agent.config) + w * _adaptive(velocity, agent.config)
-  return jnp.mean(loss, axis=-1), jnp.mean(mean_flow + w * velocity, axis=-1)
+  loss, error = _adaptive(mean_flow, c), mean_flow
+  if w:
+    s_ivc = r if c.velocity_time == "r" else t
+    z_ivc = x + s_ivc[..., None] * v
+    velocity = jnp.mean(jnp.square(u_fn(z_ivc, s_ivc, s_ivc) - v), axis=-1)
+    loss, error = loss + w * _adaptive(velocity, c), error + w * velocity
+  return jnp.mean(loss, axis=-1), jnp.mean(error, axis=-1)
+
+
+def sample_times(keys, num, config):
+  """Per-example times in (0, 1). keys: [B, 2] -> [B, num].
+
+  "lognorm": sigmoid(n), n ~ N(time_mean, time_std), clipped to [1e-6, 1 - 1e-6]
+  (the authors' MVP); "uniform": U(0, 1).
+  """
+  if config.time_sampler == "uniform":
+    return uniform(keys, num)
+  n = config.time_mean + config.time_std * normal(keys, num, 1)[..., 0]
+  return jnp.clip(jax.nn.sigmoid(n), 1e-6, 1.0 - 1e-6)
 
 
 def _adaptive(err, config):
@@ -115,7 +145,7 @@ def actor_loss(agent, params, batch, keys, axis_name=None, *, use_topk: bool):
   if use_topk:
     candidates = sample_chunks(agent, agent.anchor_params, obs, fold(keys, 1), c.num_candidates)
     q = q_values(agent, agent.critic_params, obs, candidates)
-    positives = jax.lax.stop_gradient(top_k_positives(q, candidates, c.top_k))
+    positives = jax.lax.stop_gradient(top_k_positives(q, candidates, c.top_k)[0])
     topk_loss = jnp.mean(mean_flow_loss(agent, params, obs, positives, fold(keys, 2))[0])
     loss = loss + c.topk_weight * topk_loss
     info.update({"actor/topk_loss": topk_loss, "actor/candidate_q_mean": q.mean()})
@@ -124,9 +154,9 @@ def actor_loss(agent, params, batch, keys, axis_name=None, *, use_topk: bool):
 
 
 def update(agent: MVPAgent, batch, key, *, online: bool, axis_name: Optional[str] = None):
-  """MeanFlow BC (+ lambda * top-K MeanFlow online when use_topk) and chunked TD."""
+  """MeanFlow BC (+ lambda * top-K MeanFlow when use_topk) and chunked TD."""
   c = agent.config
-  use_topk = bool(c.use_topk and online)
+  use_topk = bool(c.use_topk and (online or c.topk_offline))
   return agent_lib.apply_update(
       agent, batch, agent_lib.per_example_keys(key, batch),
       actor_loss=functools.partial(actor_loss, use_topk=use_topk),
@@ -139,4 +169,7 @@ def act(agent: MVPAgent, obs, key, num_samples: Optional[int] = None):
   return agent_lib.act(agent, _policy_samples, obs, key, num_samples)
 
 
-start_online = agent_lib.reset_anchor
+def start_online(agent: MVPAgent):
+  """pi_old <- pi_theta at the online phase, unless the anchor has tracked the actor since
+  step 0 (`topk_offline`, the released both-phase config)."""
+  return agent if agent.config.topk_offline else agent_lib.reset_anchor(agent)

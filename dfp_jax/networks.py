@@ -6,6 +6,10 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 
+# Every Dense layer, the output included, as the released implementation (SPEC 5).
+DENSE_INIT = nn.initializers.variance_scaling(1.0, "fan_avg", "uniform")
+
+
 class MLP(nn.Module):
   """Plain MLP; GELU hidden layers, optional LayerNorm after each."""
   hidden: Sequence[int]
@@ -16,20 +20,18 @@ class MLP(nn.Module):
   @nn.compact
   def __call__(self, x):
     for width in self.hidden:
-      x = nn.Dense(width, kernel_init=nn.initializers.variance_scaling(
-          1.0, "fan_avg", "uniform"))(x)
+      x = nn.Dense(width, kernel_init=DENSE_INIT)(x)
       x = self.activation(x)
       if self.layer_norm:
         x = nn.LayerNorm()(x)
-    return nn.Dense(self.out_dim)(x)
+    return nn.Dense(self.out_dim, kernel_init=DENSE_INIT)(x)
 
 
 class Actor(nn.Module):
   """One-step pushforward policy: a = f_theta(s, eps), eps ~ N(0, I) (SPEC 1).
 
-  Returns the raw chunk [..., S]. Callers clip to [-1, 1] before acting; the
-  drift loss trains the unclipped output, because a hard clip has zero
-  gradient outside the box and would freeze samples that land there.
+  Returns the raw chunk [..., S]. Callers clip it to [-1, 1], before acting and
+  (as the released code; `clip_samples`) before the drift loss.
   """
   hidden: Sequence[int] = (512, 512, 512, 512)
   action_size: int = 5 * 5  # S = h * action_dim

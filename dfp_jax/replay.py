@@ -6,7 +6,7 @@ end) and `masks` = 0 where the task is solved (no bootstrapping past it).
 The buffer starts with the offline data and grows with online transitions.
 """
 
-from typing import Dict
+from typing import Dict, Optional
 
 import numpy as np
 
@@ -20,10 +20,11 @@ def chunk_batch(data, size: int, starts: np.ndarray, chunk_len: int,
   `data` is a dict of arrays in time order, or a function take(field, idx).
 
   Returns observations [B, O] (s_t), actions [B, h*A], rewards [B]
-  (sum_i gamma^i r_{t+i}, stopping after the first solved step), masks [B]
-  (0 if the task was solved inside the chunk), valid [B] (0 if the chunk runs
-  past the end of its episode or of the data: such chunks are masked out of
-  the losses) and next_observations [B, O] (s_{t+h}).
+  (sum_i gamma^i r_{t+i} over the chunk's steps in its episode, also after a
+  success inside it, as the released code), masks [B] (0 if the task was
+  solved inside the chunk), valid [B] (0 if the chunk runs past the end of
+  its episode or of the data: such chunks are masked out of the critic loss)
+  and next_observations [B, O] (s_{t+h}).
   """
   take = data if callable(data) else (lambda k, i: data[k][i])
   idx = starts[:, None] + np.arange(chunk_len)[None]  # [B, h]
@@ -35,12 +36,8 @@ def chunk_batch(data, size: int, starts: np.ndarray, chunk_len: int,
       [np.ones_like(ends[:, :1]), np.cumprod(~ends[:, :-1], axis=1).astype(bool)], axis=1)
   same_episode &= inside
   solved = take("masks", idx) == 0
-  # Rewards count up to and including the first solved step.
-  before_solved = np.concatenate(
-      [np.ones_like(solved[:, :1]), np.cumprod(~solved[:, :-1], axis=1).astype(bool)], axis=1)
-  live = same_episode & before_solved
   gammas = discount ** np.arange(chunk_len, dtype=np.float32)
-  rewards = np.sum(take("rewards", idx) * gammas * live, axis=1)
+  rewards = np.sum(take("rewards", idx) * gammas * same_episode, axis=1)
   return {
       "observations": take("observations", starts),
       "actions": take("actions", idx).reshape(len(starts), -1),
@@ -52,56 +49,91 @@ def chunk_batch(data, size: int, starts: np.ndarray, chunk_len: int,
 
 
 class ReplayBuffer:
-  """The offline dataset (shared, never copied or overwritten) plus online transitions.
+  """The offline dataset (shared, never copied or written) plus online transitions, FIFO.
 
-  Seeds trained together share one offline dataset and keep their own online
-  part. The online part holds `online_capacity` transitions, then wraps around.
-  The offline data's last transition ends an episode, so no chunk runs from
-  offline into online data.
+  The buffer holds at most `capacity` transitions (the released code's
+  max(2M, N_offline + 1)): once full, each online transition replaces the
+  oldest one held, offline data first. `capacity=None` keeps all offline data
+  and the newest `online_capacity` online transitions instead. Seeds trained
+  together share one offline dataset and keep their own online part
+  (`online_capacity`: room for a run's online transitions).
+
+  Transitions are read by age (0 = the oldest held), so sampling is uniform
+  over what is held and a chunk never runs from the newest transition into
+  the oldest. The offline data's last transition ends an episode, so no
+  chunk runs from offline into online data.
   """
 
-  def __init__(self, dataset: Dict[str, np.ndarray], online_capacity: int):
+  def __init__(self, dataset: Dict[str, np.ndarray], online_capacity: int,
+               capacity: Optional[int] = None):
     self.offline = {k: dataset[k] for k in FIELDS}
     self.offline_size = len(dataset["observations"])
-    self.online = {k: np.zeros((max(online_capacity, 0),) + v.shape[1:], v.dtype)
-                   for k, v in self.offline.items()}
-    self.online_capacity = online_capacity
-    self.online_size = 0
-    self._cursor = 0
+    self.capacity = None if capacity is None else max(capacity, self.offline_size + 1)
+    room = max(online_capacity, 0)
+    if self.capacity is not None:
+      room = min(room, self.capacity)
+    self.online = {k: np.zeros((room,) + v.shape[1:], v.dtype) for k, v in self.offline.items()}
+    self.online_added = 0  # online transitions added so far (also those since replaced)
+
+  @property
+  def room(self):
+    """Slots for online transitions."""
+    return len(self.online["observations"])
+
+  @property
+  def online_size(self):
+    """Online transitions held."""
+    return min(self.online_added, self.room)
+
+  @property
+  def offline_held(self):
+    """Offline transitions held (the newest ones)."""
+    if self.capacity is None:
+      return self.offline_size
+    return min(self.offline_size, self.capacity - self.online_size)
 
   @property
   def size(self):
-    return self.offline_size + self.online_size
+    return self.offline_held + self.online_size
 
   def add(self, transition: Dict[str, np.ndarray]):
     """Append one transition (keys: FIELDS)."""
-    if self.online_capacity <= 0:
+    if self.room == 0:
       raise ValueError("replay buffer has no room for online data")
+    # With a capacity, online data is replaced only once it is the oldest held, which a
+    # buffer with fewer slots than the capacity never reaches.
+    if self.capacity is not None and self.room < self.capacity and self.online_added >= self.room:
+      raise ValueError(f"replay buffer made for {self.room} online transitions is full")
+    slot = self.online_added % self.room
     for k in FIELDS:
-      self.online[k][self._cursor] = transition[k]
-    self._cursor = (self._cursor + 1) % self.online_capacity
-    self.online_size = min(self.online_size + 1, self.online_capacity)
+      self.online[k][slot] = transition[k]
+    self.online_added += 1
 
   def online_state(self) -> Dict[str, np.ndarray]:
-    """The online transitions (filled part, in storage order) and the counters, for checkpoints."""
+    """The online storage (filled part, in slot order) and the counter, for checkpoints."""
     state = {k: v[:self.online_size] for k, v in self.online.items()}
-    state["counters"] = np.array([self.online_size, self._cursor], np.int64)
+    state["counters"] = np.array([self.online_added], np.int64)
     return state
 
   def load_online_state(self, state: Dict[str, np.ndarray]):
-    size, cursor = (int(x) for x in state["counters"])
-    if size > self.online_capacity:
-      raise ValueError(f"{size} online transitions do not fit a buffer of {self.online_capacity}")
+    added = int(state["counters"][0])
+    filled = min(added, self.room)
+    if len(state["observations"]) != filled:
+      raise ValueError(f"{len(state['observations'])} stored online transitions do not fit a "
+                       f"buffer with room for {self.room} after {added} additions")
     for k in FIELDS:
-      self.online[k][:size] = state[k]
-    self.online_size, self._cursor = size, cursor
+      self.online[k][:filled] = state[k]
+    self.online_added = added
 
-  def _take(self, key, idx):
-    off = self.offline[key][np.minimum(idx, self.offline_size - 1)]
+  def _take(self, key, age):
+    """Transitions by age (0 = the oldest held). age: int array with entries < size."""
+    first_offline = self.offline_size - self.offline_held
+    off = self.offline[key][np.clip(first_offline + age, 0, self.offline_size - 1)]
     if self.online_size == 0:
       return off
-    on = self.online[key][np.clip(idx - self.offline_size, 0, self.online_size - 1)]
-    is_on = (idx >= self.offline_size).reshape(idx.shape + (1,) * (off.ndim - idx.ndim))
+    k = self.online_added - self.online_size + (age - self.offline_held)  # online index
+    on = self.online[key][np.maximum(k, 0) % self.room]
+    is_on = (age >= self.offline_held).reshape(age.shape + (1,) * (off.ndim - age.ndim))
     return np.where(is_on, on, off)
 
   def sample(self, rng: np.random.Generator, batch_size: int, chunk_len: int,

@@ -400,7 +400,8 @@ def train_and_evaluate(config, workdir: str, seeds: Optional[Sequence[int]] = No
   check_fingerprint(dataset, shard)
 
   def make_buffers(dataset):
-    buffers = [ReplayBuffer(dataset, tc.online_steps) for _ in seeds]
+    capacity = None if tc.replay_keep_offline else tc.replay_capacity
+    buffers = [ReplayBuffer(dataset, tc.online_steps, capacity) for _ in seeds]
     def sample_all():
       return _stack([b.sample(r, tc.batch_size, ac.chunk_len, ac.discount)
                      for b, r in zip(buffers, rngs)])

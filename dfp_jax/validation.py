@@ -43,7 +43,8 @@ def check_config(config):
   for path in ("train.batch_size", "train.log_interval", "train.eval_interval",
                "train.updates_per_dispatch", "train.keep_checkpoints", "agent.chunk_len",
                "agent.num_act_samples", "agent.num_target_samples", "agent.critic_ensemble",
-               "agent.num_gen", "agent.num_candidates", "agent.top_k", "agent.flow_steps"):
+               "agent.num_gen", "agent.num_candidates", "agent.top_k", "agent.flow_steps",
+               "train.replay_capacity"):
     positive_int(path)
   for path in ("train.offline_steps", "train.online_steps", "train.start_training",
                "train.eval_episodes", "train.checkpoint_interval"):
@@ -66,5 +67,9 @@ def check_config(config):
     need(config.agent.top_k <= config.agent.num_candidates, "agent.top_k",
          f"K must not exceed the {config.agent.num_candidates} candidates (agent.num_candidates)")
   choice("agent.kernel", ("laplace", "gaussian"))
+  choice("agent.topk_mode", ("hard", "soft"))
+  choice("agent.time_sampler", ("lognorm", "uniform"))
+  choice("agent.velocity_time", ("r", "t"))
+  number_in("agent.affinity_floor", 0.0, 1.0)
   choice("env.success_timing", ("pre", "post"))
   choice("train.on_nonfinite", ("stop", "skip"))

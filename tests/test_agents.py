@@ -27,12 +27,15 @@ def _config(method, **kw):
   return c
 
 
-def _mixture_batch(rng, n, obs_dim=2):
-  """Actions from a 4-mode 2-D mixture; rewards favour the (+, +) mode; episodes end."""
+def _mixture_batch(rng, n, obs_dim=2, conditional=False):
+  """Actions from a 4-mode 2-D mixture; rewards favour the (+, +) mode; episodes end.
+
+  `conditional`: the observation is the action's mode, so each state's actions are unimodal.
+  """
   idx = rng.integers(0, 4, n)
   actions = MODES[idx] + 0.03 * rng.standard_normal((n, 2)).astype(np.float32)
   return {
-      "observations": np.zeros((n, obs_dim), np.float32),
+      "observations": MODES[idx] if conditional else np.zeros((n, obs_dim), np.float32),
       "actions": actions,
       "rewards": (idx == 3).astype(np.float32),
       "masks": np.zeros(n, np.float32),
@@ -41,17 +44,17 @@ def _mixture_batch(rng, n, obs_dim=2):
   }
 
 
-def _mode_distance(lib, agent):
-  """Mean distance from acted chunks to the nearest data mode."""
-  chunks = lib.act(agent, np.zeros((256, 2), np.float32), jax.random.PRNGKey(7))
-  d = np.linalg.norm(np.asarray(chunks)[:, None] - MODES[None], axis=-1)
-  return float(d.min(-1).mean())
+def _conditional_distance(lib, agent):
+  """Mean distance from one-step samples at each mode's state to that mode."""
+  obs = np.repeat(MODES, 64, axis=0)
+  chunks = lib.act(agent, obs, jax.random.PRNGKey(7), num_samples=1)
+  return float(np.linalg.norm(np.asarray(chunks) - obs, axis=-1).mean())
 
 
 # The regression error each method minimises, which falls on a fixed batch (for MVP the
-# unweighted one: MeanFlow's adaptive weight keeps the weighted loss near 1). DFP's
-# drift loss is normalised to unit RMS per temperature, so its value stays near the
-# number of temperatures by design; what it minimises shows as samples moving onto the data.
+# unweighted one, in case MeanFlow's adaptive weight is switched on). DFP's drift loss
+# is normalised to unit RMS per temperature, so its value stays near the number of
+# temperatures by design; what it minimises shows as samples moving onto the data.
 OWN_LOSS = {"fql": "actor/bc_flow_loss", "qc_fql": "actor/bc_flow_loss",
             "bfn": "actor/bc_flow_loss", "qc_bfn": "actor/bc_flow_loss",
             "mvp": "actor/bc_error", "mvp_topk": "actor/bc_error"}
@@ -60,15 +63,17 @@ OWN_LOSS = {"fql": "actor/bc_flow_loss", "qc_fql": "actor/bc_flow_loss",
 @pytest.mark.parametrize("method", METHODS)
 def test_update_is_finite_and_improves_on_a_fixed_batch(method):
   lib = agents.get(method)
-  # Two temperatures for DFP: at init the samples sit near 0 and with R = 0.05 alone
-  # the kernel weight of positives 0.85 away underflows (the field starts at ~1e-13).
-  extra = {"temperatures": (0.05, 0.2)} if method.startswith("dfp") else {}
-  agent = lib.create(_config(method, **extra), obs_dim=2, action_dim=2,
-                     key=jax.random.PRNGKey(0))
-  batch = _mixture_batch(np.random.default_rng(0), 128)
+  agent = lib.create(_config(method), obs_dim=2, action_dim=2, key=jax.random.PRNGKey(0))
+  # DFP learns state-conditional actions here. With identical states and one positive per
+  # state, the floored field pulls samples that start far from every mode toward the mean
+  # of the positives (measured: one-step samples 0.02 from the centre after 900 steps; 0.5
+  # spread across the modes with affinity_floor=0), which is a property of the released
+  # field, not something this test is for.
+  dfp_like = method not in OWN_LOSS
+  batch = _mixture_batch(np.random.default_rng(0), 128, conditional=dfp_like)
   update = jax.jit(functools.partial(lib.update, online=True))
   agent = lib.start_online(agent)
-  dist0 = _mode_distance(lib, agent) if method not in OWN_LOSS else None
+  dist0 = _conditional_distance(lib, agent) if dfp_like else None
   infos = []
   for i in range(300):
     agent, info = update(agent, batch, jax.random.PRNGKey(i))
@@ -80,10 +85,12 @@ def test_update_is_finite_and_improves_on_a_fixed_batch(method):
   assert last("critic/loss") < 0.5 * first("critic/loss"), method
   if method in OWN_LOSS:
     k = OWN_LOSS[method]
-    assert last(k) < 0.8 * first(k), (method, first(k), last(k))
-  else:  # DFP: its samples move onto the data (measured 0.77 -> 0.49).
-    dist = _mode_distance(lib, agent)
-    assert dist < 0.75 * dist0, (method, dist0, dist)
+    # MeanFlow's plain error has a large irreducible part (measured 2.48 -> 2.13 for MVP).
+    ratio = 0.9 if method.startswith("mvp") else 0.8
+    assert last(k) < ratio * first(k), (method, first(k), last(k))
+  else:  # DFP: its samples move onto their state's data.
+    dist = _conditional_distance(lib, agent)
+    assert dist < 0.5 * dist0, (method, dist0, dist)  # measured 0.85 -> 0.26
   chunk = lib.act(agent, np.zeros(2, np.float32), jax.random.PRNGKey(1))
   assert chunk.shape == (2,) and float(jnp.abs(chunk).max()) <= 1.0
 
@@ -129,18 +136,21 @@ def test_flow_policy_fits_a_2d_mixture_in_a_few_euler_steps():
 
 def test_meanflow_policy_fits_a_2d_mixture_in_one_step():
   # Three layers: with two, the one-step map splits the noise space unevenly (measured).
+  # The authors' recipe (plain squared errors, lognorm times, IVC at r) fits this mixture
+  # more slowly than MeanFlow's adaptive weighting (on-mode fraction 0.48 vs 0.84 after
+  # 4,000 steps; 0.30 vs 0.54 after 1,500), measured.
   agent = mvp.create(_config("mvp", actor_hidden=(64, 64, 64)), 2, 2, jax.random.PRNGKey(0))
   loss = lambda p, b, k: mvp.actor_loss(agent, p, b, k, use_topk=False)[0]
-  params = _fit(loss, agent.actor_params, 1500)
+  params = _fit(loss, agent.actor_params, 4000)
   keys = example_keys(jax.random.PRNGKey(9), 1)
   near, share = _on_modes(mvp.sample_chunks(agent, params, jnp.zeros((1, 2)), keys, 1000)[0])
-  assert near > 0.6 and share.min() > 0.12, (near, share)
+  assert near > 0.4 and share.min() > 0.05, (near, share)
   # The same network trained with the instantaneous velocity alone (plain flow matching,
   # no MeanFlow identity) and sampled in one step does not: the identity makes one step work.
   flow_only = lambda p, b, k: jnp.mean(_velocity_only_loss(agent, p, b, k))
-  params = _fit(flow_only, agent.actor_params, 1500)
+  params = _fit(flow_only, agent.actor_params, 4000)
   near_flow, _ = _on_modes(mvp.sample_chunks(agent, params, jnp.zeros((1, 2)), keys, 1000)[0])
-  assert near_flow < near - 0.3, (near_flow, near)
+  assert near_flow < near - 0.25, (near_flow, near)
 
 
 def _velocity_only_loss(agent, params, batch, keys):
@@ -188,7 +198,10 @@ def test_every_config_file_has_every_preset_and_its_method():
         assert c.agent.chunk_len == (5 if method in ("dfp", "dfp_no_topk", "qc_fql", "qc_bfn",
                                                      "mvp", "mvp_topk") else 1)
   assert fql.get_config().alpha == 100.0
-  assert bfn.get_config().num_act_samples == 32
+  assert bfn.get_config().num_act_samples == 32  # QC-BFN
+  from experiments.configs import bfn as bfn_configs
+  assert bfn_configs.get_config("cube-double-task2").agent.num_act_samples == 4  # BFN, h = 1
+  assert bfn_configs.get_config("cube-double-task2").agent.num_target_samples == 4
   assert mvp.get_config().velocity_weight == 1.0
   with pytest.raises(ValueError, match="unknown method"):
     agents.get("nope")

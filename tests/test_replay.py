@@ -51,12 +51,13 @@ def test_chunk_crossing_episode_end_is_masked_out(start):
   np.testing.assert_allclose(b["rewards"][0], expected, rtol=1e-6)
 
 
-def test_solved_inside_chunk_stops_return_and_bootstrap():
+def test_solved_inside_chunk_stops_bootstrap_but_sums_every_reward():
   data, n = _episodes()
   b = chunk_batch(data, n, np.array([5]), chunk_len=3, discount=GAMMA)
   assert b["valid"][0] == 1
   assert b["masks"][0] == 0  # no bootstrapping past the solved step
-  np.testing.assert_allclose(b["rewards"][0], 30 + GAMMA * 40, rtol=1e-6)  # 50 is after
+  # All h discounted rewards, also the one after the success (the released code).
+  np.testing.assert_allclose(b["rewards"][0], 30 + GAMMA * 40 + GAMMA**2 * 50, rtol=1e-6)
 
 
 def test_chunk_past_end_of_data_is_invalid():
@@ -68,25 +69,89 @@ def test_chunk_past_end_of_data_is_invalid():
 def test_top_k_positives_are_the_best_candidates():
   q = np.array([[0.1, 5.0, -1.0, 3.0, 2.0], [9.0, 8.0, 7.0, 6.0, 5.0]], np.float32)
   cand = np.arange(2 * 5 * 3, dtype=np.float32).reshape(2, 5, 3)
-  pos = np.asarray(dfp.top_k_positives(q, cand, 2))
+  pos, weights = dfp.top_k_positives(q, cand, 2)
   np.testing.assert_array_equal(pos[0], cand[0, [1, 3]])
   np.testing.assert_array_equal(pos[1], cand[1, [0, 1]])
+  assert weights is None  # hard top-K: equal weights
+  # Soft: the same positives, weighted by Q min-max normalised over all N candidates.
+  soft_pos, soft_w = dfp.top_k_positives(q, cand, 2, soft=True)
+  np.testing.assert_array_equal(soft_pos, pos)
+  np.testing.assert_allclose(soft_w, [[1.0, 4.0 / 6.0], [1.0, 0.75]], rtol=1e-6)
 
 
-def test_replay_buffer_shares_offline_data_and_wraps_online_part():
+def _transition(i, terminal=False):
+  return {"observations": np.full(2, 100 + i), "actions": np.array([0.0]), "rewards": 1.0,
+          "masks": 1.0, "terminals": float(terminal), "next_observations": np.zeros(2)}
+
+
+def _held_obs(buf):
+  return buf._take("observations", np.arange(buf.size))[:, 0]
+
+
+def test_keep_offline_buffer_shares_offline_data_and_keeps_newest_online():
   data, n = _episodes()
   buf = ReplayBuffer(data, online_capacity=2)
   assert buf.offline["observations"] is data["observations"]  # shared, not copied
   for i in range(5):
-    buf.add({"observations": np.full(2, 100 + i), "actions": np.array([0.0]), "rewards": 1.0,
-             "masks": 1.0, "terminals": float(i == 3), "next_observations": np.zeros(2)})
+    buf.add(_transition(i, terminal=i == 3))
   assert buf.size == n + 2
-  np.testing.assert_array_equal(buf.online["observations"][:, 0], [104, 103])
-  # Chunks are read across the offline/online boundary correctly.
-  b = chunk_batch(buf._take, buf.size, np.array([n - 1, n]), 2, GAMMA)
-  np.testing.assert_array_equal(b["observations"][:, 0], [8, 104])
-  np.testing.assert_array_equal(b["valid"], [0, 1])  # offline's last episode ended at n - 1
+  # Read in insertion order: all offline data, then the two newest online transitions.
+  np.testing.assert_array_equal(_held_obs(buf), list(range(n)) + [103, 104])
+  b = chunk_batch(buf._take, buf.size, np.array([n - 2, n - 1, n, n + 1]), 2, GAMMA)
+  np.testing.assert_array_equal(b["observations"][:, 0], [7, 8, 103, 104])
+  # Offline's last episode ends at n - 1; 103 ended an episode; 104 is the newest.
+  np.testing.assert_array_equal(b["valid"], [1, 0, 0, 0])
   batch = buf.sample(np.random.default_rng(0), 64, 3, GAMMA)
   assert batch["actions"].shape == (64, 3) and batch["valid"].shape == (64,)
   with pytest.raises(ValueError, match="no room"):
     ReplayBuffer(data, online_capacity=0).add({})
+
+
+def test_fifo_buffer_overwrites_the_oldest_offline_data_first():
+  data, n = _episodes()  # 9 offline transitions
+  buf = ReplayBuffer(data, online_capacity=20, capacity=11)
+  for i in range(2):
+    buf.add(_transition(i))
+  np.testing.assert_array_equal(_held_obs(buf), list(range(9)) + [100, 101])
+  for i in range(2, 5):
+    buf.add(_transition(i))
+  # Full at 11: three more online transitions replaced offline 0, 1, 2.
+  assert buf.size == 11 and buf.offline_held == 6
+  np.testing.assert_array_equal(_held_obs(buf), list(range(3, 9)) + [100, 101, 102, 103, 104])
+  for i in range(5, 14):
+    buf.add(_transition(i))
+  # Past the offline data: online replaces online, still read oldest first.
+  assert buf.offline_held == 0
+  np.testing.assert_array_equal(_held_obs(buf), np.arange(103, 114))
+  # A chunk never runs from the newest transition into anything.
+  b = chunk_batch(buf._take, buf.size, np.array([buf.size - 2, buf.size - 1]), 2, GAMMA)
+  np.testing.assert_array_equal(b["valid"], [1, 0])
+
+
+def test_fifo_capacity_is_at_least_the_offline_data_plus_one():
+  data, n = _episodes()
+  buf = ReplayBuffer(data, online_capacity=5, capacity=4)
+  assert buf.capacity == n + 1  # max(capacity, N_offline + 1), as the released code
+  buf.add(_transition(0))
+  buf.add(_transition(1))
+  np.testing.assert_array_equal(_held_obs(buf), list(range(1, 9)) + [100, 101])
+  # Fewer slots than the capacity: the run may not add more than it declared.
+  small = ReplayBuffer(data, online_capacity=1, capacity=100)
+  small.add(_transition(0))
+  with pytest.raises(ValueError, match="full"):
+    small.add(_transition(1))
+
+
+@pytest.mark.parametrize("capacity", [None, 11])
+def test_buffer_state_round_trips(capacity):
+  data, n = _episodes()
+  buf = ReplayBuffer(data, online_capacity=8, capacity=capacity)
+  for i in range(8):
+    buf.add(_transition(i))
+  other = ReplayBuffer(data, online_capacity=8, capacity=capacity)
+  other.load_online_state(buf.online_state())
+  np.testing.assert_array_equal(_held_obs(other), _held_obs(buf))
+  rng_a, rng_b = np.random.default_rng(1), np.random.default_rng(1)
+  a, b = buf.sample(rng_a, 32, 3, GAMMA), other.sample(rng_b, 32, 3, GAMMA)
+  for k in a:
+    np.testing.assert_array_equal(a[k], b[k])

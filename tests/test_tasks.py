@@ -51,8 +51,8 @@ def test_robomimic_presets_use_the_papers_robomimic_values_for_every_method(pres
     if "top_k" in c.agent:
       assert c.agent.top_k == 2, method
     quick = preset.startswith("quick-")
-    if method in ("dfp", "dfp_no_topk"):  # quick adds R = 1 (dfp.py)
-      assert tuple(c.agent.temperatures) == ((0.005, 0.05, 1.0) if quick else (0.005, 0.05))
+    if method in ("dfp", "dfp_no_topk"):  # Table 5's set, also at the quick size
+      assert tuple(c.agent.temperatures) == (0.005, 0.05)
     assert c.env.generate_episodes == (common.QUICK_ROBOMIMIC[preset] if quick else 0)
     assert c.env.dataset_dir == ("~/.cache/dfp_jax/robomimic-scripted" if quick
                                  else "~/.robomimic")

@@ -1,4 +1,4 @@
-"""BFN configs: best-of-N (N = 32) from a flow BC policy, no chunking, h = 1 (SPEC 9)."""
+"""BFN configs: best-of-N (N = 4) from a flow BC policy, no chunking, h = 1 (SPEC 9)."""
 
 from experiments.configs import common, qc_bfn
 
@@ -6,4 +6,7 @@ PRESETS, TASK_GROUPS = common.PRESETS, common.TASK_GROUPS
 
 
 def get_config(preset: str = "quick"):
-  return qc_bfn.get_config(preset, method="bfn", chunk_len=1)
+  c = qc_bfn.get_config(preset, method="bfn", chunk_len=1)
+  # The released BFN (h = 1) command uses N = 4, for acting and the critic target.
+  c.agent.num_act_samples = c.agent.num_target_samples = 4
+  return c

@@ -1,4 +1,9 @@
-"""MVP + top-K: DFP's top-K positives fitted with the MeanFlow loss (the backbone ablation)."""
+"""MVP + top-K: DFP's top-K positives fitted with the MeanFlow loss (the backbone ablation).
+
+The top-K term runs online only, as the paper's separate MVP and MVP + top-K rows
+suggest; `--config.agent.topk_offline=True` runs it in both phases with the EMA
+anchor from step 0, as the released MVP config does (SPEC 9).
+"""
 
 from experiments.configs import common, dfp, mvp
 
