@@ -1,7 +1,7 @@
 """Paper-style results table and learning curves from any set of run directories.
 
   python -m experiments.report RUN_DIRS... --out=DIR [--label_key=method]
-      [--tasks_order=cube-single-task2,cube-double-task2]
+      [--tasks_order=cube-single-task2,cube-double-task2] [--reference=dfp]
 
 Each RUN_DIR is searched recursively for runs: directories holding config.json
 and eval.csv, as dfp_jax/trainer.py writes them. Runs are grouped by task and by
@@ -13,6 +13,11 @@ for a K ablation, `--label_key=method,agent.top_k` for both). Writes to --out:
                        one column per task, plus their average;
   results.csv          the same per (label, task) in long format, as fractions;
   learning_curves.png  eval success vs step, one panel per task, one line per label.
+
+With `--reference=LABEL`, both tables also give, for every other row of the
+same task, the difference in final success to the reference row with a 95%
+confidence interval from Welch's t over seeds (unequal variances,
+Welch-Satterthwaite degrees of freedom), and whether it excludes 0.
 
 A run without summary.json is still training: its numbers come from the last
 offline / online rows of its eval.csv and its table cell is marked `*`.
@@ -35,11 +40,15 @@ from dfp_jax.metrics import read_csv
 flags.DEFINE_string("out", None, "Directory for results.md, results.csv and learning_curves.png.")
 flags.DEFINE_list("label_key", ["method"], "Dotted config key(s) whose values label a row.")
 flags.DEFINE_list("tasks_order", None, "Task columns first in this order (full or short names).")
+flags.DEFINE_string("reference", None, "Row label to compare every other row with (difference "
+                    "in final success, Welch's t 95% CI over seeds).")
 FLAGS = flags.FLAGS
 
 Keys = Union[str, Sequence[str]]  # "method,agent.top_k" or ["method", "agent.top_k"]
 CSV_COLUMNS = ["label", "task", "num_seeds", "offline_mean", "offline_std", "online_mean",
                "online_std", "final_mean", "final_std", "seeds", "num_partial"]
+SIGNIFICANCE_COLUMNS = ["reference", "diff_vs_reference", "ci95_low", "ci95_high",
+                        "excludes_zero"]
 NAN = float("nan")
 
 
@@ -197,8 +206,48 @@ def summarise(runs: Sequence[Dict], label_key: Keys = "method",
       row[f"{phase}_std"] = float(v.std()) if v.size else NAN
     row["seeds"] = " ".join(map(str, seeds))
     row["num_partial"] = sum(r["partial"] for r in rs)
+    row["finals"] = [r["final"] for r in rs if not math.isnan(r["final"])]
     rows.append(row)
   return rows
+
+
+def welch_interval(a: Sequence[float], b: Sequence[float], level: float = 0.95):
+  """mean(a) - mean(b) and its `level` confidence interval by Welch's t.
+
+  Returns (diff, low, high); NaN bounds when either side has fewer than 2 values.
+  With no spread on either side the interval is the point itself.
+  """
+  from scipy import stats
+  a, b = np.asarray(a, float), np.asarray(b, float)
+  diff = float(a.mean() - b.mean()) if a.size and b.size else NAN
+  if a.size < 2 or b.size < 2:
+    return diff, NAN, NAN
+  va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
+  se = math.sqrt(va + vb)
+  if se == 0.0:
+    return diff, diff, diff
+  df = (va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1))
+  half = float(stats.t.ppf(0.5 + level / 2, df)) * se
+  return diff, diff - half, diff + half
+
+
+def add_significance(rows: Sequence[Dict], reference: str) -> List[Dict]:
+  """Rows with SIGNIFICANCE_COLUMNS filled against the `reference` row of each task."""
+  labels = {r["label"] for r in rows}
+  if reference not in labels:
+    raise ValueError(f"--reference={reference!r} is no row label; labels: "
+                     f"{', '.join(sorted(labels))}")
+  refs = {r["task"]: r for r in rows if r["label"] == reference}
+  out = []
+  for r in rows:
+    r = dict(r)
+    ref = refs.get(r["task"])
+    if ref is not None and r is not ref and r["label"] != reference:
+      diff, low, high = welch_interval(r["finals"], ref["finals"])
+      r.update(reference=reference, diff_vs_reference=diff, ci95_low=low, ci95_high=high,
+               excludes_zero="" if math.isnan(low) else ("yes" if low > 0 or high < 0 else "no"))
+    out.append(r)
+  return out
 
 
 def _pct(mean: float, std: Optional[float] = None) -> str:
@@ -212,8 +261,29 @@ def _cell(r: Dict) -> str:
   return " → ".join(parts) + f" (n={r['num_seeds']})" + ("*" if r["num_partial"] else "")
 
 
+def format_significance(rows: Sequence[Dict]) -> str:
+  """The Markdown table of differences to the reference ('' when there is none)."""
+  compared = [r for r in rows if r.get("reference")]
+  if not compared:
+    return ""
+  ref = compared[0]["reference"]
+  lines = [f"Difference in final success to {ref} (percentage points), 95% confidence interval "
+           "by Welch's t over seeds (unequal variances); n = seeds of the row / of "
+           f"{ref}.", "", "| label | task | difference | 95% CI | excludes 0 | n |",
+           "|---|---|---|---|---|---|"]
+  refs = {r["task"]: r for r in rows if r["label"] == ref}
+  for r in compared:
+    ci = ("–" if math.isnan(r["ci95_low"])
+          else f"[{100 * r['ci95_low']:+.1f}, {100 * r['ci95_high']:+.1f}]")
+    lines.append(f"| {r['label']} | {short_task(r['task'])} | {100 * r['diff_vs_reference']:+.1f} "
+                 f"| {ci} | {r['excludes_zero'] or '–'} | {len(r['finals'])} / "
+                 f"{len(refs[r['task']]['finals'])} |")
+  return "\n".join(lines) + "\n"
+
+
 def format_markdown(rows: Sequence[Dict], tasks_order: Optional[Sequence[str]] = None) -> str:
-  """The Markdown table: rows = labels, columns = tasks + avg, cells 'offline → online'."""
+  """The Markdown table: rows = labels, columns = tasks + avg, cells 'offline → online';
+  followed by the significance table when the rows carry one."""
   tasks = order_tasks([r["task"] for r in rows], tasks_order)
   cells = {(r["label"], r["task"]): r for r in rows}
   lines = ["Success rate (%) at the end of the offline phase → end of the online phase: mean ± "
@@ -228,7 +298,8 @@ def format_markdown(rows: Sequence[Dict], tasks_order: Optional[Sequence[str]] =
              for p in ("offline", "online")]
     line.append(" → ".join(_pct(float(np.mean(m))) for m in means if m) or "–")
     lines.append("| " + " | ".join(line) + " |")
-  return "\n".join(lines) + "\n"
+  significance = format_significance(rows)
+  return "\n".join(lines) + "\n" + ("\n" + significance if significance else "")
 
 
 def write_table(rows: Sequence[Dict], out: str,
@@ -238,8 +309,9 @@ def write_table(rows: Sequence[Dict], out: str,
   md_path, csv_path = os.path.join(out, "results.md"), os.path.join(out, "results.csv")
   with open(md_path, "w") as f:
     f.write(format_markdown(rows, tasks_order))
+  columns = CSV_COLUMNS + (SIGNIFICANCE_COLUMNS if any(r.get("reference") for r in rows) else [])
   with open(csv_path, "w", newline="") as f:
-    w = csv.DictWriter(f, CSV_COLUMNS)
+    w = csv.DictWriter(f, columns, extrasaction="ignore")
     w.writeheader()
     for r in rows:
       w.writerow({k: "" if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()})
@@ -309,6 +381,8 @@ def main(argv):
   try:
     runs = find_runs(argv[1:])
     rows = summarise(runs, FLAGS.label_key, FLAGS.tasks_order)
+    if FLAGS.reference:
+      rows = add_significance(rows, FLAGS.reference)
   except ValueError as e:
     sys.exit(f"error: {e}")
   for name in FLAGS.tasks_order or []:

@@ -170,6 +170,10 @@ def test_cli_writes_table_and_plot(sweep, tmp_path):
   for name in ("results.md", "results.csv", "learning_curves.png"):
     assert (out / name).stat().st_size > 0, name
   assert len(_read_results(out / "results.csv")) == 4
+  res = _cli(str(sweep), f"--out={out}", "--reference=fql")
+  assert res.returncode == 0, res.stderr
+  assert "Difference in final success to fql" in res.stdout
+  assert _read_results(out / "results.csv")["dfp", SINGLE]["excludes_zero"] == "yes"
 
 
 @pytest.mark.parametrize("where", ["empty", "missing"])
@@ -181,3 +185,47 @@ def test_cli_error_is_one_line(tmp_path, where):
   assert res.returncode != 0
   assert "Traceback" not in res.stderr
   assert res.stderr.strip().startswith("error:") and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_welch_interval_matches_scipy_and_decides_significance():
+  from scipy import stats
+  rng = np.random.default_rng(0)
+  for _ in range(20):
+    a = rng.uniform(0, 1, rng.integers(2, 7))
+    b = rng.uniform(0, 1, rng.integers(2, 7)) + rng.uniform(-0.5, 0.5)
+    diff, low, high = report.welch_interval(a, b)
+    ref = stats.ttest_ind(a, b, equal_var=False)
+    ci = ref.confidence_interval(0.95)
+    np.testing.assert_allclose([diff, low, high], [a.mean() - b.mean(), ci.low, ci.high],
+                               rtol=1e-9)
+    assert (low > 0 or high < 0) == (ref.pvalue < 0.05)
+  assert np.isnan(report.welch_interval([0.5], [0.1, 0.2])[1])  # one seed: no interval
+  assert report.welch_interval([0.5, 0.5], [0.2, 0.2]) == pytest.approx((0.3, 0.3, 0.3))
+
+
+def test_reference_adds_a_significance_table(sweep, tmp_path):
+  rows = report.add_significance(report.summarise(report.find_runs([str(sweep)])), "dfp")
+  by = {(r["label"], r["task"]): r for r in rows}
+  fql = by["fql", SINGLE]
+  # fql vs dfp on cube-single: finals [0.5, 0.7, 0.65] vs [0.8, 0.9, 1.0].
+  assert fql["diff_vs_reference"] == pytest.approx(np.mean(ON["fql", SINGLE])
+                                                   - np.mean(ON["dfp", SINGLE]))
+  assert fql["ci95_high"] < 0 and fql["excludes_zero"] == "yes"
+  # On cube-double: [0.1, 0.1, 0.25] vs [0.5, 0.6, 0.7], also clearly lower.
+  assert by["fql", DOUBLE]["excludes_zero"] == "yes"
+  assert "reference" not in by["dfp", SINGLE]  # the reference row is not compared with itself
+  text = report.format_markdown(rows)
+  assert "Welch's t" in text and "| fql | cube-single-task2 | -28.3 |" in text
+  md, csv_path = report.write_table(rows, str(tmp_path))
+  table = _read_results(csv_path)
+  assert table["fql", SINGLE]["excludes_zero"] == "yes"
+  assert float(table["fql", SINGLE]["ci95_low"]) < float(table["fql", SINGLE]["ci95_high"]) < 0
+  with pytest.raises(ValueError, match="no row label"):
+    report.add_significance(rows, "nope")
+  # Overlapping seeds: not significant.
+  mixed = tmp_path / "mixed"
+  for i, (a, b) in enumerate([(0.5, 0.6), (0.9, 0.4), (0.2, 0.7)]):
+    write_run(mixed / "dfp" / f"seed_{i}", "dfp", SINGLE, i, _evals(0.1, a))
+    write_run(mixed / "fql" / f"seed_{i}", "fql", SINGLE, i, _evals(0.1, b))
+  rows = report.add_significance(report.summarise(report.find_runs([str(mixed)])), "dfp")
+  assert {r["label"]: r.get("excludes_zero") for r in rows}["fql"] == "no"
