@@ -24,6 +24,8 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from dfp_jax.per_example import batch_mean
+
 KERNELS = ("laplace", "gaussian")
 AFFINITY_FLOOR = 1e-6      # floor on softmax_targets * softmax_gen (released value)
 FLOOR_REFERENCE_PAIRS = 8 * 9  # Cg x targets at which a relative floor equals AFFINITY_FLOOR
@@ -31,12 +33,6 @@ SELF_MASK = 100.0          # added to a sample's normalised distance to itself (
 _SQ_DIST_FLOOR = 1e-8      # floor on squared distances (so sqrt has a finite gradient)
 _SCALE_FLOOR = 1e-3        # floor on the distance scale and on the coordinate scale
 _RMS_FLOOR = 1e-8          # floor on mean(V_R^2) in the force normalisation
-
-
-def batch_mean(x, axis_name=None):
-  """Mean over the whole (possibly device-sharded) minibatch."""
-  m = jnp.mean(x)
-  return jax.lax.pmean(m, axis_name) if axis_name is not None else m
 
 
 def pairwise_dist(x, y):

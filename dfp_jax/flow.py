@@ -8,7 +8,7 @@ dx/dt = v(s, x, t) from t = 0 to 1 with `steps` Euler steps inside the graph.
 import jax
 import jax.numpy as jnp
 
-from dfp_jax.agent import fold, masked_mean, normal, uniform
+from dfp_jax.per_example import fold, masked_mean, normal, uniform
 
 
 def flow_matching_loss(field, obs, actions, keys, valid, axis_name=None):

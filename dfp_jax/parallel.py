@@ -15,12 +15,9 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from dfp_jax.per_example import example_keys
+
 DATA_AXIS = "data"
-
-
-def example_keys(key, batch_size: int):
-  """One PRNG key per example of the global batch: [B, 2]."""
-  return jax.random.split(key, batch_size)
 
 
 def make_mesh(devices=None, axis: str = DATA_AXIS) -> Mesh:

@@ -3,7 +3,7 @@
   python -m experiments.benchmark [--presets=cube-double-task2,quick] [--iters=20]
                                   [--methods=dfp,qc_fql,mvp,...] [--seed_counts=1,5,10]
 
-The third table is the cost of a checkpoint (dfp_jax/checkpoint.py) when the
+The third table is the cost of a checkpoint (dfp_jax/train/checkpoint.py) when the
 online replay data is largest. The first table measures every method side by side at each preset's (equal)
 network sizes: ms per offline and online training step and ms per acting call
 (the paper's Table 9). The second compares S DFP seeds trained as one vmapped
@@ -99,8 +99,8 @@ def measure_seeds(config, obs_dim, action_dim, num_seeds, iters):
 
 def measure_checkpoint(config, obs_dim, action_dim, num_seeds, directory):
   """(MB on disk, s until save returns, s until written) for a run's checkpoint, buffers full."""
-  from dfp_jax import checkpoint
-  from dfp_jax.replay import FIELDS
+  from dfp_jax.train import checkpoint
+  from dfp_jax.data.replay import FIELDS
   lib = agents.get(config.method)
   keys = jax.random.split(jax.random.PRNGKey(0), num_seeds)
   states = jax.vmap(lambda k: lib.create(config.agent, obs_dim, action_dim, k))(keys)

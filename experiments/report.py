@@ -4,7 +4,7 @@
       [--tasks_order=cube-single-task2,cube-double-task2] [--reference=dfp]
 
 Each RUN_DIR is searched recursively for runs: directories holding config.json
-and eval.csv, as dfp_jax/trainer.py writes them. Runs are grouped by task and by
+and eval.csv, as the training loop (dfp_jax/train/) writes them. Runs are grouped by task and by
 a row label made of one or more dotted config keys (`--label_key=agent.top_k`
 for a K ablation, `--label_key=method,agent.top_k` for both). Writes to --out:
 
@@ -35,7 +35,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 from absl import app, flags
 
-from dfp_jax.metrics import read_csv
+from dfp_jax.train.metrics import read_csv
 
 flags.DEFINE_string("out", None, "Directory for results.md, results.csv and learning_curves.png.")
 flags.DEFINE_list("label_key", ["method"], "Dotted config key(s) whose values label a row.")

@@ -26,7 +26,9 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from dfp_jax import agents, checkpoint, ogbench_data, tasks, validation
+from dfp_jax import agents
+from dfp_jax.data import ogbench_data, tasks
+from dfp_jax.train import checkpoint, validation
 
 
 def one_line(e: BaseException) -> str:
@@ -72,10 +74,10 @@ def ensure_dataset(env_config):
   if tasks.is_robomimic(env_config.task):
     path = tasks.robomimic_path(env_config)
     if not os.path.exists(path):
-      from experiments import generate_robomimic
+      from dfp_jax.data import robomimic_generate
       print(f"generating {env_config.generate_episodes} scripted {env_config.task} "
             f"demonstrations into {path} (first use only)")
-      summary = generate_robomimic.generate(env_config.task, env_config.generate_episodes, path,
+      summary = robomimic_generate.generate(env_config.task, env_config.generate_episodes, path,
                                             workers=os.cpu_count() or 1)
       print(f"kept {summary['kept']} of {summary['attempted']} scripted episodes "
             f"(success rate {summary['success_rate']:.0%})")
@@ -84,11 +86,11 @@ def ensure_dataset(env_config):
   root = os.path.expanduser(env_config.dataset_dir)
   if all(os.path.exists(os.path.join(root, f"{dataset_name}{s}.npz")) for s in ("", "-val")):
     return
-  from experiments import generate_ogbench
+  from dfp_jax.data import ogbench_generate
   print(f"generating {env_config.generate_episodes} play episodes of {dataset_name} "
         f"into {root} (first use only)")
   task_id = re.search(r"-task(\d+)-", env_config.task)
-  generate_ogbench.generate(dataset_name, env_config.generate_episodes, root,
+  ogbench_generate.generate(dataset_name, env_config.generate_episodes, root,
                             episode_length=env_config.generate_episode_length,
                             task_goal_prob=env_config.generate_task_goal_prob,
                             task_id=int(task_id[1]) if task_id else None)
@@ -145,7 +147,7 @@ def main(argv):
     from dfp_jax import parallel
     parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
                                     FLAGS.process_id)
-  from dfp_jax import trainer
+  from dfp_jax.train import loop as trainer
   try:
     configs = [FLAGS.config]
     if FLAGS.tasks:

@@ -17,7 +17,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from dfp_jax import bfn, dfp, fql, mvp, parallel  # noqa: E402
+from dfp_jax import parallel  # noqa: E402
+from dfp_jax.agents import bfn, dfp, fql, mvp
 
 METHODS = {"dfp": (dfp, {}), "qc_fql": (fql, {}),
            "qc_bfn": (bfn, {"flow_steps": 3, "num_target_samples": 4}),

@@ -9,7 +9,8 @@ import ml_collections
 import optax
 import pytest
 
-from dfp_jax import agents, bfn, fql, mvp
+from dfp_jax import agents
+from dfp_jax.agents import bfn, fql, mvp
 from dfp_jax.parallel import example_keys
 from experiments.configs import common
 
@@ -212,8 +213,8 @@ def test_smoke_training_runs_each_agent_family_through_the_trainer(method, tiny_
                                                                    tmp_path):
   """The same loop, logging and evaluation drive every method (two seeds, vectorised)."""
   import json
-  from dfp_jax import trainer
-  from dfp_jax.metrics import read_csv
+  from dfp_jax.train import loop as trainer
+  from dfp_jax.train.metrics import read_csv
   module = __import__(f"experiments.configs.{method}", fromlist=["get_config"])
   c = module.get_config("smoke")
   c.env.dataset_dir = tiny_cube_single

@@ -15,8 +15,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dfp_jax import agents, checkpoint, dfp, trainer
-from dfp_jax.metrics import read_csv
+from dfp_jax import agents
+from dfp_jax.agents import dfp
+from dfp_jax.train import checkpoint, loop as trainer
+from dfp_jax.train.metrics import read_csv
 from experiments.configs import dfp as dfp_configs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -8,7 +8,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from dfp_jax import dfp
+from dfp_jax.agents import dfp
 from dfp_jax.parallel import example_keys
 
 

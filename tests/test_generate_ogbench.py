@@ -1,4 +1,4 @@
-"""Tests for experiments/generate_ogbench.py (local OGBench play-dataset generation)."""
+"""Tests for dfp_jax/data/ogbench_generate.py and ogbench_play.py (local OGBench play data)."""
 
 import os
 import sys
@@ -13,7 +13,7 @@ if _ROOT not in sys.path:
 
 ogbench = pytest.importorskip('ogbench')
 
-from experiments import generate_ogbench as gen  # noqa: E402
+from dfp_jax.data import ogbench_generate as gen  # noqa: E402
 
 EP_LEN = 60  # Transitions per episode; each episode stores EP_LEN + 1 rows.
 N_TRAIN = 2

@@ -11,16 +11,16 @@ import pytest
 pytest.importorskip("robosuite", reason="needs the Robomimic extra: pip install -e .[robomimic]")
 import h5py  # noqa: E402  (in the extra)
 
-from dfp_jax import robomimic_data, robomimic_env, robomimic_scripted  # noqa: E402
-from dfp_jax.ogbench_data import DatasetError  # noqa: E402
-from experiments import generate_robomimic  # noqa: E402
+from dfp_jax.data import robomimic_data, robomimic_env, robomimic_scripted  # noqa: E402
+from dfp_jax.data import robomimic_generate  # noqa: E402
+from dfp_jax.data.ogbench_data import DatasetError  # noqa: E402
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
 def lift_env():
-  return robomimic_env.make_env(generate_robomimic.env_meta("lift"), "lift")
+  return robomimic_env.make_env(robomimic_generate.env_meta("lift"), "lift")
 
 
 @pytest.fixture(scope="module")
@@ -76,9 +76,9 @@ def test_a_seeded_episode_repeats(lift_env, lift_demos):
 
 @pytest.mark.parametrize("task", ["can", "square"])
 def test_scripted_can_and_square_succeed(task):
-  env = robomimic_env.make_env(generate_robomimic.env_meta(task), task)
+  env = robomimic_env.make_env(robomimic_generate.env_meta(task), task)
   # episode 1 of seed 0 (episode 0 fails in both: the scripts succeed in about 90% of episodes)
-  demo = robomimic_scripted.rollout(env, task, generate_robomimic.episode_seed(0, 1))
+  demo = robomimic_scripted.rollout(env, task, robomimic_generate.episode_seed(0, 1))
   assert demo["success"] and len(demo["actions"]) < robomimic_data.TASKS[task][1]
 
 
@@ -87,7 +87,7 @@ def test_generated_file_loads_with_splits_states_and_metadata_and_does_not_depen
   import mujoco
   import robosuite
   path = str(tmp_path / "lift.hdf5")
-  summary = generate_robomimic.generate("lift", 4, path, seed=1, workers=1, progress=False)
+  summary = robomimic_generate.generate("lift", 4, path, seed=1, workers=1, progress=False)
   assert summary["kept"] >= 3 and summary["success_rate"] == summary["kept"] / 4
   data = robomimic_data.load_dataset(path)
   assert data["observations"].shape == (len(data["actions"]), 19)
@@ -120,13 +120,13 @@ def test_generated_file_loads_with_splits_states_and_metadata_and_does_not_depen
   assert len(robomimic_data.load_dataset(path, "valid")["actions"]) > 0
   # the same episodes from two workers
   other = str(tmp_path / "lift2.hdf5")
-  generate_robomimic.generate("lift", 4, other, seed=1, workers=2, progress=False)
+  robomimic_generate.generate("lift", 4, other, seed=1, workers=2, progress=False)
   np.testing.assert_array_equal(robomimic_data.load_dataset(other)["actions"], data["actions"])
 
 
 def test_bad_flags_are_one_line_errors(tmp_path):
   with pytest.raises(DatasetError, match="--episodes must be positive"):
-    generate_robomimic.generate("lift", 0, str(tmp_path / "x.hdf5"))
+    robomimic_generate.generate("lift", 0, str(tmp_path / "x.hdf5"))
   run = subprocess.run([sys.executable, "-m", "experiments.generate_robomimic", "--task=pour",
                         "--episodes=3", f"--out={tmp_path / 'x.hdf5'}"],
                        cwd=_ROOT, capture_output=True, text=True,

@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 
-from dfp_jax.metrics import read_csv
+from dfp_jax.train.metrics import read_csv
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -6,8 +6,8 @@ import shutil
 import numpy as np
 import pytest
 
-from dfp_jax import ogbench_data
-from dfp_jax.ogbench_data import DatasetError
+from dfp_jax.data import ogbench_data
+from dfp_jax.data.ogbench_data import DatasetError
 
 
 @pytest.mark.parametrize("task,env,dataset", [

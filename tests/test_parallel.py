@@ -9,8 +9,7 @@ import sys
 import jax
 import numpy as np
 
-from dfp_jax import dfp
-from dfp_jax.parallel import example_keys
+from dfp_jax.agents import dfp
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -62,7 +61,7 @@ def test_vmapped_seeds_equal_separate_runs():
 
 
 def test_smoke_training_on_eight_devices_matches_one(tmp_path):
-  from dfp_jax.metrics import read_csv
+  from dfp_jax.train.metrics import read_csv
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
   root = os.path.dirname(HERE)
   for name, dp in (("dp8", "True"), ("single", "False")):

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from dfp_jax import dfp
-from dfp_jax.replay import ReplayBuffer, chunk_batch
+from dfp_jax.agents import dfp
+from dfp_jax.data.replay import ReplayBuffer, chunk_batch
 
 GAMMA = 0.9
 

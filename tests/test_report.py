@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from dfp_jax.metrics import MetricsLogger
+from dfp_jax.train.metrics import MetricsLogger
 from experiments import report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

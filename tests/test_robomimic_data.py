@@ -7,8 +7,8 @@ import pytest
 
 h5py = pytest.importorskip("h5py", reason="needs the Robomimic extra: pip install -e .[robomimic]")
 
-from dfp_jax import robomimic_data  # noqa: E402
-from dfp_jax.ogbench_data import DatasetError  # noqa: E402
+from dfp_jax.data import robomimic_data  # noqa: E402
+from dfp_jax.data.ogbench_data import DatasetError  # noqa: E402
 
 DIMS = {"robot0_eef_pos": 3, "robot0_eef_quat": 4, "robot0_gripper_qpos": 2, "object": 10}
 ENV_META = {"env_name": "Lift", "type": 1,

@@ -11,8 +11,8 @@ from scipy.spatial.transform import Rotation
 pytest.importorskip("robosuite", reason="needs the Robomimic extra: pip install -e .[robomimic]")
 import h5py  # noqa: E402  (in the extra)
 
-from dfp_jax import robomimic_data, robomimic_env, robomimic_scripted, tasks  # noqa: E402
-from dfp_jax.ogbench_data import DatasetError  # noqa: E402
+from dfp_jax.data import robomimic_data, robomimic_env, robomimic_scripted, tasks  # noqa: E402
+from dfp_jax.data.ogbench_data import DatasetError  # noqa: E402
 
 OSC_POSE = robomimic_env.OSC_POSE
 # What robosuite 1.5.1 (and robomimic's v1.5 files) make of the stored OSC_POSE config for a Panda.

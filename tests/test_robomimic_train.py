@@ -13,7 +13,7 @@ import pytest
 h5py = pytest.importorskip("h5py", reason="needs the Robomimic extra: pip install -e .[robomimic]")
 pytest.importorskip("robosuite", reason="needs the Robomimic extra: pip install -e .[robomimic]")
 
-from dfp_jax.metrics import read_csv  # noqa: E402
+from dfp_jax.train.metrics import read_csv  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -7,8 +7,9 @@ import sys
 import pytest
 from ml_collections import ConfigDict
 
-from dfp_jax import agents, tasks
-from dfp_jax.ogbench_data import DatasetError
+from dfp_jax import agents
+from dfp_jax.data import tasks
+from dfp_jax.data.ogbench_data import DatasetError
 from experiments.configs import common
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from dfp_jax.metrics import read_csv
+from dfp_jax.train.metrics import read_csv
 from experiments.configs import dfp as dfp_configs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -78,7 +78,8 @@ def test_paper_presets_use_table5_values():
 
 
 def test_sharded_data_rotates_one_shard_at_a_time(tiny_cube_single, tmp_path, monkeypatch):
-  from dfp_jax import ogbench_data, trainer
+  from dfp_jax.data import ogbench_data
+  from dfp_jax.train import loop as trainer
   shard_dir = tmp_path / "data" / "cube-single-play-v0"
   shard_dir.mkdir(parents=True)
   for i in range(3):
@@ -104,7 +105,7 @@ def test_sharded_data_rotates_one_shard_at_a_time(tiny_cube_single, tmp_path, mo
 
 def test_vectorised_seeds_equal_single_runs(tiny_cube_single, tmp_path):
   """Seed k of a vmapped multi-seed run computes what seed k alone computes."""
-  from dfp_jax import trainer
+  from dfp_jax.train import loop as trainer
   c = dfp_configs.get_config("smoke")
   c.env.dataset_dir = tiny_cube_single
   c.train.tensorboard = False

@@ -47,7 +47,7 @@ TASK_GROUPS = {
 
 def base_config(method: str, agent_config):
   c = ml_collections.ConfigDict()
-  c.method = method             # which agent (dfp_jax/agents.py: METHODS)
+  c.method = method             # which agent (dfp_jax/agents/__init__.py: METHODS)
   c.seed = 0                    # PRNG seed for init, sampling and updates
   c.env = ml_collections.ConfigDict()
   c.env.task = "cube-double-play-singletask-task2-v0"  # OGBench single-task name, or lift/can/square

@@ -1,6 +1,6 @@
 """DFP configs: `--config=experiments/configs/dfp.py:<preset>` (presets: common.py)."""
 
-from dfp_jax import dfp
+from dfp_jax.agents import dfp
 from experiments.configs import common
 
 PRESETS, TASK_GROUPS = common.PRESETS, common.TASK_GROUPS

@@ -1,6 +1,6 @@
 """MVP configs: one-step MeanFlow policy, best-of-N acting, h = 5 (SPEC 9; presets: common.py)."""
 
-from dfp_jax import mvp
+from dfp_jax.agents import mvp
 from experiments.configs import common
 
 PRESETS, TASK_GROUPS = common.PRESETS, common.TASK_GROUPS

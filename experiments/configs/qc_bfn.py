@@ -1,6 +1,6 @@
 """QC-BFN configs: best-of-N (N = 32) from a flow BC policy on chunks, h = 5 (SPEC 9)."""
 
-from dfp_jax import bfn
+from dfp_jax.agents import bfn
 from experiments.configs import common
 
 PRESETS, TASK_GROUPS = common.PRESETS, common.TASK_GROUPS

@@ -1,6 +1,6 @@
 """QC-FQL configs: FQL on action chunks, h = 5, alpha = 100 (SPEC 9; presets: common.py)."""
 
-from dfp_jax import fql
+from dfp_jax.agents import fql
 from experiments.configs import common
 
 PRESETS, TASK_GROUPS = common.PRESETS, common.TASK_GROUPS

@@ -13,12 +13,10 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
+from dfp_jax.data import DatasetError
+
 DEFAULT_DATASET_DIR = "~/.ogbench/data"
 REQUIRED_KEYS = ("observations", "actions", "terminals")
-
-
-class DatasetError(Exception):
-  """A dataset that is missing, corrupt or does not match its environment."""
 
 
 def split_task_name(task: str) -> Tuple[str, str]:

@@ -28,7 +28,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from dfp_jax.ogbench_data import DatasetError
+from dfp_jax.data import DatasetError
 
 OBS_KEYS = ("robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos", "object")
 # Task -> (robosuite env name, episode step limit).

@@ -23,9 +23,11 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from dfp_jax import agents, checkpoint, parallel, tasks, validation
-from dfp_jax.metrics import MetricsLogger, plot_learning_curve, to_scalars
-from dfp_jax.replay import ReplayBuffer
+from dfp_jax import agents, parallel
+from dfp_jax.data import tasks
+from dfp_jax.data.replay import ReplayBuffer
+from dfp_jax.train import checkpoint, validation
+from dfp_jax.train.metrics import MetricsLogger, plot_learning_curve, to_scalars
 
 
 @jax.jit

@@ -10,14 +10,14 @@ from typing import Optional
 
 import jax.numpy as jnp
 
-from dfp_jax import agent as agent_lib
 from dfp_jax import flow
-from dfp_jax.agent import normal, repeat_obs
+from dfp_jax.agents import base
 from dfp_jax.networks import VectorField
+from dfp_jax.per_example import normal, repeat_obs
 
 
 def get_config():
-  c = agent_lib.base_config()
+  c = base.base_config()
   c.chunk_len = 5                 # QC-BFN; the bfn config sets 1
   c.flow_steps = 10               # Euler steps per flow sample
   c.num_act_samples = 32          # N: best-of-N when acting (OGBench)
@@ -25,7 +25,7 @@ def get_config():
   return c
 
 
-class BFNAgent(agent_lib.AgentState):
+class BFNAgent(base.AgentState):
 
   @property
   def flow(self):
@@ -39,7 +39,7 @@ def create(config, obs_dim: int, action_dim: int, key) -> BFNAgent:
   def init_actor(shell, key):
     return shell.flow.init(key, jnp.zeros((1, obs_dim)), jnp.zeros((1, shell.chunk_size)),
                            jnp.zeros((1,)))["params"]
-  return agent_lib.create(BFNAgent, config, obs_dim, action_dim, key, init_actor)
+  return base.create(BFNAgent, config, obs_dim, action_dim, key, init_actor)
 
 
 def sample_chunks(agent, obs, keys, num):
@@ -59,15 +59,15 @@ def actor_loss(agent, params, batch, keys, axis_name=None):
 def update(agent: BFNAgent, batch, key, *, online: bool, axis_name: Optional[str] = None):
   """Flow BC and chunked TD with a best-of-N target; the same in both phases."""
   del online
-  return agent_lib.apply_update(
-      agent, batch, agent_lib.per_example_keys(key, batch), actor_loss=actor_loss,
+  return base.apply_update(
+      agent, batch, base.per_example_keys(key, batch), actor_loss=actor_loss,
       sample=sample_chunks,
       axis_name=axis_name)
 
 
 def act(agent: BFNAgent, obs, key, num_samples: Optional[int] = None):
   """Best of N flow samples. obs: [O] or [B, O] -> [S] or [B, S], in [-1, 1]."""
-  return agent_lib.act(agent, sample_chunks, obs, key, num_samples)
+  return base.act(agent, sample_chunks, obs, key, num_samples)
 
 
 def start_online(agent):

@@ -9,8 +9,7 @@ dataset file must exist before the environment can.
 
 import os
 
-from dfp_jax import ogbench_data, robomimic_data
-from dfp_jax.ogbench_data import DatasetError
+from dfp_jax.data import DatasetError, ogbench_data, robomimic_data
 
 
 def is_robomimic(task: str) -> bool:
@@ -52,7 +51,7 @@ def count_shards(env_config) -> int:
 def make_env(env_config):
   """A fresh environment of the task, with the gymnasium interface."""
   if is_robomimic(env_config.task):
-    from dfp_jax import robomimic_env
+    from dfp_jax.data import robomimic_env
     path = robomimic_path(env_config)
     if not os.path.exists(path):
       raise _robomimic_missing(path, env_config.task)
@@ -77,6 +76,6 @@ def load_task(env_config, *, num_shards=None, shard=None):
   data.pop("env_meta")
   ogbench_data.check_dataset(data, env.observation_space.shape[0], env.action_space.shape[0],
                              os.path.basename(path))
-  from dfp_jax import robomimic_env
+  from dfp_jax.data import robomimic_env
   robomimic_env.check_layout(env, path)  # the file's observation layout is this robosuite's
   return env, data, None

@@ -1,6 +1,6 @@
-"""Method name -> agent module. Every module has the interface in `agent.py`."""
+"""The agents: method name -> agent module. Every module has the interface in `base.py`."""
 
-from dfp_jax import bfn, dfp, fql, mvp
+from dfp_jax.agents import bfn, dfp, fql, mvp
 
 METHODS = {
     "dfp": dfp, "dfp_no_topk": dfp,

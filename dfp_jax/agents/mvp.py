@@ -26,14 +26,14 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from dfp_jax import agent as agent_lib
-from dfp_jax.agent import (fold, masked_mean, normal, q_values, repeat_obs, top_k_positives,
-                           uniform)
+from dfp_jax.agents import base
+from dfp_jax.agents.base import q_values, top_k_positives
 from dfp_jax.networks import MeanVelocity
+from dfp_jax.per_example import fold, masked_mean, normal, repeat_obs, uniform
 
 
 def get_config():
-  c = agent_lib.base_config()
+  c = base.base_config()
   c.time_sampler = "lognorm"      # (t, r) from two sigmoid(N(mean, std)) draws, or "uniform"
   c.time_mean = -0.4              # lognorm sampler: mean of the normal
   c.time_std = 1.0                # lognorm sampler: std of the normal
@@ -51,7 +51,7 @@ def get_config():
   return c
 
 
-class MVPAgent(agent_lib.AgentState):
+class MVPAgent(base.AgentState):
 
   @property
   def net(self):
@@ -63,7 +63,7 @@ def create(config, obs_dim: int, action_dim: int, key) -> MVPAgent:
     zeros = jnp.zeros((1,))
     return shell.net.init(key, jnp.zeros((1, obs_dim)), jnp.zeros((1, shell.chunk_size)),
                           zeros, zeros)["params"]
-  return agent_lib.create(MVPAgent, config, obs_dim, action_dim, key, init_actor)
+  return base.create(MVPAgent, config, obs_dim, action_dim, key, init_actor)
 
 
 def one_step(agent, params, obs, noise):
@@ -157,8 +157,8 @@ def update(agent: MVPAgent, batch, key, *, online: bool, axis_name: Optional[str
   """MeanFlow BC (+ lambda * top-K MeanFlow when use_topk) and chunked TD."""
   c = agent.config
   use_topk = bool(c.use_topk and (online or c.topk_offline))
-  return agent_lib.apply_update(
-      agent, batch, agent_lib.per_example_keys(key, batch),
+  return base.apply_update(
+      agent, batch, base.per_example_keys(key, batch),
       actor_loss=functools.partial(actor_loss, use_topk=use_topk),
       sample=_policy_samples,
       ema_tau=c.ema_tau if c.use_topk else None, axis_name=axis_name)
@@ -166,10 +166,10 @@ def update(agent: MVPAgent, batch, key, *, online: bool, axis_name: Optional[str
 
 def act(agent: MVPAgent, obs, key, num_samples: Optional[int] = None):
   """Best of N one-step samples. obs: [O] or [B, O] -> [S] or [B, S], in [-1, 1]."""
-  return agent_lib.act(agent, _policy_samples, obs, key, num_samples)
+  return base.act(agent, _policy_samples, obs, key, num_samples)
 
 
 def start_online(agent: MVPAgent):
   """pi_old <- pi_theta at the online phase, unless the anchor has tracked the actor since
   step 0 (`topk_offline`, the released both-phase config)."""
-  return agent if agent.config.topk_offline else agent_lib.reset_anchor(agent)
+  return agent if agent.config.topk_offline else base.reset_anchor(agent)

@@ -38,8 +38,8 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-from dfp_jax.ogbench_data import DatasetError
-from dfp_jax.robomimic_data import OBS_KEYS, TASKS
+from dfp_jax.data import DatasetError
+from dfp_jax.data.robomimic_data import OBS_KEYS, TASKS
 
 # robosuite's version that the official low_dim_v15 files, and this module, need.
 ROBOSUITE_VERSION = "1.5.1"
@@ -219,7 +219,7 @@ def check_layout(env: RobomimicEnv, path: str, atol: float = 1e-3):
   differs there by centimetres or more, float error by far less than `atol`.
   `env` must be reset before it is stepped again.
   """
-  from dfp_jax import robomimic_data
+  from dfp_jax.data import robomimic_data
   first = robomimic_data.read_first_step(path)
   if first is None:
     return  # no `states` (files written before they were stored): nothing to reset to

@@ -22,9 +22,8 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from dfp_jax.drifting import batch_mean
 from dfp_jax.networks import Critic
-from dfp_jax.parallel import example_keys
+from dfp_jax.per_example import example_keys, fold, masked_mean, repeat_obs
 
 
 def base_config():
@@ -84,26 +83,6 @@ def create(cls, config, obs_dim: int, action_dim: int, key, init_actor: Callable
       actor_opt_state=opt.init(actor_params), critic_opt_state=opt.init(critic_params))
 
 
-def fold(keys, tag):
-  """A distinct per-example key stream. keys: [B, 2] -> [B, 2]."""
-  return jax.vmap(jax.random.fold_in, (0, None))(keys, tag)
-
-
-def normal(keys, num, size):
-  """Per-example standard normal noise. keys: [B, 2] -> [B, num, size]."""
-  return jax.vmap(lambda k: jax.random.normal(k, (num, size)))(keys)
-
-
-def uniform(keys, num):
-  """Per-example U(0, 1). keys: [B, 2] -> [B, num]."""
-  return jax.vmap(lambda k: jax.random.uniform(k, (num,)))(keys)
-
-
-def repeat_obs(obs, num):
-  """obs: [B, O] -> [B, num, O]."""
-  return jnp.broadcast_to(obs[:, None], (obs.shape[0], num, obs.shape[-1]))
-
-
 def q_values(agent, params, obs, chunks):
   """Ensemble-mean Q. obs: [B, O], chunks: [B, M, S] -> [B, M]."""
   return agent.critic.apply({"params": params}, repeat_obs(obs, chunks.shape[1]), chunks).mean(0)
@@ -139,15 +118,6 @@ def top_k_positives(q, candidates, k, soft: bool = False):
     return positives, None
   low, high = q.min(-1, keepdims=True), q.max(-1, keepdims=True)
   return positives, jnp.maximum((top_q - low) / jnp.maximum(high - low, 1e-8), 0.0)
-
-
-def masked_mean(per_example, valid, axis_name=None):
-  """Mean of per-example losses [B] over valid examples of the global batch.
-
-  Local sum over the global count, so gradients averaged over devices are the
-  gradients of the global-batch loss.
-  """
-  return jnp.mean(valid * per_example) / jnp.maximum(batch_mean(valid, axis_name), 1e-8)
 
 
 def td_loss(agent, critic_params, batch, next_chunk, axis_name=None):

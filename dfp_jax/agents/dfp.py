@@ -12,15 +12,16 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from dfp_jax import agent as agent_lib
 from dfp_jax import drifting
-from dfp_jax.agent import fold, normal, q_values, repeat_obs, top_k_positives
+from dfp_jax.agents import base
+from dfp_jax.agents.base import q_values, top_k_positives
 from dfp_jax.networks import Actor
+from dfp_jax.per_example import fold, normal, repeat_obs
 
 
 def get_config():
   """Agent hyperparameters; defaults are the paper's OGBench values (Table 5)."""
-  c = agent_lib.base_config()
+  c = base.base_config()
   c.num_gen = 8                           # N_gen: policy samples per state (negatives)
   c.num_candidates = 16                   # N: anchor candidates per state
   c.top_k = 4                             # K: best candidates kept as positives
@@ -38,7 +39,7 @@ def get_config():
   return c
 
 
-class DFPAgent(agent_lib.AgentState):
+class DFPAgent(base.AgentState):
 
   @property
   def actor(self):
@@ -49,7 +50,7 @@ def create(config, obs_dim: int, action_dim: int, key) -> DFPAgent:
   """A fresh agent. `config` is `get_config()`-shaped; it is frozen here."""
   def init_actor(shell, key):
     return shell.actor.init(key, jnp.zeros((1, obs_dim)), jnp.zeros((1, shell.chunk_size)))["params"]
-  return agent_lib.create(DFPAgent, config, obs_dim, action_dim, key, init_actor)
+  return base.create(DFPAgent, config, obs_dim, action_dim, key, init_actor)
 
 
 def sample_chunks(agent, params, obs, keys, num):
@@ -108,8 +109,8 @@ def update(agent: DFPAgent, batch, key, *, online: bool, axis_name: Optional[str
   `topk_offline`). `key` is one PRNG key or per-example keys [B, 2].
   """
   c = agent.config
-  return agent_lib.apply_update(
-      agent, batch, agent_lib.per_example_keys(key, batch),
+  return base.apply_update(
+      agent, batch, base.per_example_keys(key, batch),
       actor_loss=functools.partial(actor_loss, use_topk=uses_topk(c, online)),
       sample=_policy_samples,
       ema_tau=c.ema_tau, axis_name=axis_name)
@@ -117,7 +118,7 @@ def update(agent: DFPAgent, batch, key, *, online: bool, axis_name: Optional[str
 
 def act(agent: DFPAgent, obs, key, num_samples: Optional[int] = None):
   """Best-of-N' action chunks. obs: [O] or [B, O] -> [S] or [B, S], in [-1, 1]."""
-  return agent_lib.act(agent, _policy_samples, obs, key, num_samples)
+  return base.act(agent, _policy_samples, obs, key, num_samples)
 
 
-start_online = agent_lib.reset_anchor
+start_online = base.reset_anchor

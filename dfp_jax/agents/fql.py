@@ -16,14 +16,15 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from dfp_jax import agent as agent_lib
 from dfp_jax import flow
-from dfp_jax.agent import batch_mean, fold, normal, q_values, repeat_obs
+from dfp_jax.agents import base
+from dfp_jax.agents.base import q_values
 from dfp_jax.networks import Actor, VectorField
+from dfp_jax.per_example import batch_mean, fold, normal, repeat_obs
 
 
 def get_config():
-  c = agent_lib.base_config()
+  c = base.base_config()
   c.chunk_len = 5                 # QC-FQL; the fql config sets 1
   c.flow_steps = 10               # Euler steps of the BC flow
   c.alpha = 100.0                 # distillation weight
@@ -33,7 +34,7 @@ def get_config():
   return c
 
 
-class FQLAgent(agent_lib.AgentState):
+class FQLAgent(base.AgentState):
 
   @property
   def flow(self):
@@ -53,7 +54,7 @@ def create(config, obs_dim: int, action_dim: int, key) -> FQLAgent:
     obs, x = jnp.zeros((1, obs_dim)), jnp.zeros((1, shell.chunk_size))
     return {"flow": shell.flow.init(flow_key, obs, x, jnp.zeros((1,)))["params"],
             "onestep": shell.onestep.init(onestep_key, obs, x)["params"]}
-  return agent_lib.create(FQLAgent, config, obs_dim, action_dim, key, init_actor)
+  return base.create(FQLAgent, config, obs_dim, action_dim, key, init_actor)
 
 
 def sample_chunks(agent, obs, keys, num):
@@ -92,15 +93,15 @@ def actor_loss(agent, params, batch, keys, axis_name=None):
 def update(agent: FQLAgent, batch, key, *, online: bool, axis_name: Optional[str] = None):
   """The FQL step; the same in both phases."""
   del online
-  return agent_lib.apply_update(
-      agent, batch, agent_lib.per_example_keys(key, batch), actor_loss=actor_loss,
+  return base.apply_update(
+      agent, batch, base.per_example_keys(key, batch), actor_loss=actor_loss,
       sample=sample_chunks,
       axis_name=axis_name)
 
 
 def act(agent: FQLAgent, obs, key, num_samples: Optional[int] = None):
   """One-step policy chunks (best of N' when num_act_samples > 1)."""
-  return agent_lib.act(agent, sample_chunks, obs, key, num_samples)
+  return base.act(agent, sample_chunks, obs, key, num_samples)
 
 
 def start_online(agent):

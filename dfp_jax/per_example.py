@@ -1,0 +1,49 @@
+"""Per-example randomness and batch reductions shared by every loss.
+
+Every example of a global batch draws its noise from its own key, and every
+loss is normalised by statistics of the global batch, so an update computes
+the same numbers whether the batch sits on one device or is split over many.
+"""
+
+import jax
+import jax.numpy as jnp
+
+
+def example_keys(key, batch_size: int):
+  """One PRNG key per example of the global batch: [B, 2]."""
+  return jax.random.split(key, batch_size)
+
+
+def fold(keys, tag):
+  """A distinct per-example key stream. keys: [B, 2] -> [B, 2]."""
+  return jax.vmap(jax.random.fold_in, (0, None))(keys, tag)
+
+
+def normal(keys, num, size):
+  """Per-example standard normal noise. keys: [B, 2] -> [B, num, size]."""
+  return jax.vmap(lambda k: jax.random.normal(k, (num, size)))(keys)
+
+
+def uniform(keys, num):
+  """Per-example U(0, 1). keys: [B, 2] -> [B, num]."""
+  return jax.vmap(lambda k: jax.random.uniform(k, (num,)))(keys)
+
+
+def repeat_obs(obs, num):
+  """obs: [B, O] -> [B, num, O]."""
+  return jnp.broadcast_to(obs[:, None], (obs.shape[0], num, obs.shape[-1]))
+
+
+def batch_mean(x, axis_name=None):
+  """Mean over the whole (possibly device-sharded) minibatch."""
+  m = jnp.mean(x)
+  return jax.lax.pmean(m, axis_name) if axis_name is not None else m
+
+
+def masked_mean(per_example, valid, axis_name=None):
+  """Mean of per-example losses [B] over valid examples of the global batch.
+
+  Local sum over the global count, so gradients averaged over devices are the
+  gradients of the global-batch loss.
+  """
+  return jnp.mean(valid * per_example) / jnp.maximum(batch_mean(valid, axis_name), 1e-8)
