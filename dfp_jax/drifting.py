@@ -57,6 +57,28 @@ def effective_floor(affinity_floor: float, relative: bool, num_gen: int, num_tar
   return affinity_floor * FLOOR_REFERENCE_PAIRS / (num_gen * num_targets)
 
 
+def _sg(a):
+  return jax.lax.stop_gradient(a.astype(jnp.float32))
+
+
+def _targets(x, pos, neg, self_negatives, gen_weights, pos_weights, neg_weights):
+  """Targets Y = [sg(gen), neg, pos] along C, their weights [B, 1, Ct], and how many of the
+  first columns repel."""
+  b, cg, _ = x.shape
+  parts, weights = [], []
+  if self_negatives:
+    parts.append(x)
+    weights.append(_weights(gen_weights, b, cg))
+  if neg is not None:
+    chex.assert_rank(neg, 3)
+    parts.append(neg)
+    weights.append(_weights(neg_weights, b, neg.shape[1]))
+  n_neg = sum(p.shape[1] for p in parts)
+  parts.append(pos)
+  weights.append(_weights(pos_weights, b, pos.shape[1]))
+  return jnp.concatenate(parts, axis=1), jnp.concatenate(weights, axis=1)[:, None, :], n_neg
+
+
 def _weights(w, b, c):
   return jnp.ones((b, c), jnp.float32) if w is None else jnp.broadcast_to(
       jnp.asarray(w, jnp.float32), (b, c))
@@ -100,23 +122,10 @@ def drifting_field(x, pos, neg=None, *, temperatures: Sequence[float] = (0.05,),
   chex.assert_equal_shape_suffix([x, pos], 1)
   if kernel not in KERNELS:
     raise ValueError(f"unknown kernel {kernel!r}; choose one of {KERNELS}")
-  sg = lambda a: jax.lax.stop_gradient(a.astype(jnp.float32))
-  x, pos = sg(x), sg(pos)
+  x = _sg(x)
   b, cg, s = x.shape
-  # Targets Y = [sg(gen), neg, pos] along C; the first `n_neg` columns repel.
-  parts, weights = [], []
-  if self_negatives:
-    parts.append(x)
-    weights.append(_weights(gen_weights, b, cg))
-  if neg is not None:
-    chex.assert_rank(neg, 3)
-    parts.append(sg(neg))
-    weights.append(_weights(neg_weights, b, neg.shape[1]))
-  n_neg = sum(p.shape[1] for p in parts)
-  parts.append(pos)
-  weights.append(_weights(pos_weights, b, pos.shape[1]))
-  targets = jnp.concatenate(parts, axis=1)  # [B, Ct, S]
-  w = jnp.concatenate(weights, axis=1)[:, None, :]  # [B, 1, Ct]
+  targets, w, n_neg = _targets(x, _sg(pos), None if neg is None else _sg(neg), self_negatives,
+                               gen_weights, pos_weights, neg_weights)
   ct = targets.shape[1]
 
   d = pairwise_dist(x, targets)  # [B, Cg, Ct]

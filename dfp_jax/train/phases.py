@@ -1,0 +1,177 @@
+"""The two phases of a run (SPEC Algorithm 1) and the periodic actions between steps.
+
+`offline_phase` pretrains on the offline data (for DFP behaviour cloning by
+drifting); `online_phase` acts best-of-N' in the environments, stores the
+transitions and updates once per environment step. Both take the run's fixed
+parts and its state, and return the state. Whether to log, evaluate or save
+is decided in one place, `due`.
+"""
+
+import signal
+import time
+from typing import Dict, List, Optional
+
+import jax
+import numpy as np
+
+from dfp_jax import parallel
+from dfp_jax.train import state as state_lib
+from dfp_jax.train.faults import Interrupted
+from dfp_jax.train.metrics import to_scalars
+from dfp_jax.train.run import Run, make_buffers, sample_batch, stack
+from dfp_jax.train.state import RunState
+from dfp_jax.train.workdir import any_process
+
+
+def due(prev: int, now: int, every: int, end: Optional[int] = None) -> bool:
+  """A periodic action of period `every` falls in (prev, now], or `now` ends the phase."""
+  return (every > 0 and now // every > prev // every) or now == end
+
+
+def save(run: Run, state: RunState):
+  """Checkpoint the run state (never one that holds NaN/inf)."""
+  if run.ckpt is None:
+    return
+  run.watch.flush()
+  layout = run.layout
+  wall = state.wall_time_s + time.time() - run.t_start
+  items = state_lib.checkpoint_items(state, layout.seeds, layout.resolved(layout.seeds[0]),
+                                     run.envs.obs_dim, run.envs.action_dim, wall)
+  run.ckpt.save(state.step, *items)
+
+
+def at_boundary(run: Run, state: RunState, prev: int, phase_end: bool):
+  """Checkpoint when due; on a stop signal, checkpoint and stop."""
+  tc, step = run.tc, state.step
+  stop = run.signals.signum is not None
+  if run.multi_host:  # processes agree on stopping at log boundaries (a collective)
+    stop = due(prev, step, tc.log_interval) or phase_end
+    stop = stop and any_process(run.signals.signum is not None)
+  if stop or phase_end or due(prev, step, tc.checkpoint_interval):
+    save(run, state)
+  if stop:
+    if run.ckpt is not None:
+      run.ckpt.wait()
+    signum = run.signals.signum
+    name = signal.Signals(signum).name if signum else "signal"
+    where = (f"checkpoint saved in {run.layout.ckpt_dir}" if run.ckpt is not None
+             else "no checkpointing")
+    raise Interrupted(signum or signal.SIGTERM,
+                      f"{name} at step {step}: {where}; rerun the same command to resume")
+
+
+def evaluate(run: Run, state: RunState, phase: str):
+  """Evaluate every seed on the same seeded episodes; log the rows."""
+  tc = run.tc
+  if tc.eval_episodes <= 0:
+    return
+  t0 = time.time()
+  results, state.eval_keys = run.eval_envs.evaluate(state.agents, state.eval_keys,
+                                                    tc.eval_episodes, tc.eval_seed)
+  for s, res in enumerate(results):
+    res["eval_time_s"] = time.time() - t0
+    res["online"] = float(phase == "online")
+    state.last[s].update(res)
+  run.outputs.write("eval", state.step, results)
+  run.outputs.bar.set_postfix(phase=phase,
+                              success=f"{np.mean([r['success'] for r in results]):.2f}")
+
+
+def log_train(run: Run, state: RunState, info, extra: List[Dict[str, float]]):
+  """One train row per seed: the update's metrics plus `extra`."""
+  run.watch.flush()
+  info = parallel.to_host(info)  # once, then one row per seed
+  rows = []
+  for s in range(len(run.layout.seeds)):
+    row = {**to_scalars({k: v[s] for k, v in info.items() if k != "nonfinite"}), **extra[s]}
+    if run.tc.on_nonfinite == "skip":
+      row["skipped_steps"] = state.skipped[s]
+    rows.append(row)
+  run.outputs.write("train", state.step, rows)
+
+
+def offline_phase(run: Run, state: RunState) -> RunState:
+  """Offline pretraining, k updates per dispatch (one jitted scan).
+
+  Dispatches end on multiples of updates_per_dispatch and on every checkpoint,
+  shard and phase boundary, so a resumed run dispatches exactly as an
+  uninterrupted one.
+  """
+  tc, ac = run.tc, run.ac
+  k, end = max(1, tc.updates_per_dispatch), tc.offline_steps
+  step_log, t_log = state.step, time.time()
+  while state.step < end:
+    step = state.step
+    n = min(k - step % k, end - step)
+    if tc.checkpoint_interval:
+      n = min(n, tc.checkpoint_interval - step % tc.checkpoint_interval)
+    if run.data.rotate:
+      interval = run.config.env.shard_interval
+      n = min(n, interval - step % interval)
+      if run.data.needs_reload(step):
+        state.buffers = make_buffers(run.data.load(step, state.fingerprints),
+                                     len(run.layout.seeds), tc)
+    batches = stack([sample_batch(state.buffers, state.rngs, tc, ac) for _ in range(n)])
+    state.agents, state.keys, info = run.offline_update(
+        state.agents, run.global_batch(batches, 2), state.keys)  # batches: [n, S, B, ...]
+    run.watch.push(info["nonfinite"], (step, step + n))
+    state.step = step + n
+    run.outputs.bar.update(n)
+    if due(step, state.step, tc.log_interval, end):
+      jax.block_until_ready(info)  # so the rate below is a real one
+      rate = (state.step - step_log) / max(time.time() - t_log, 1e-9)
+      log_train(run, state, info, [{"steps_per_s": rate}] * len(run.layout.seeds))
+      step_log, t_log = state.step, time.time()
+    if due(step, state.step, tc.eval_interval, end):
+      evaluate(run, state, "offline")
+      t_log = time.time()  # steps/s counts training only
+    if state.step == end and tc.eval_episodes > 0:
+      for summary, last in zip(state.summaries, state.last):
+        summary["offline_success"] = last["success"]
+    at_boundary(run, state, step, state.step == end)
+  return state
+
+
+def _online_extras(state: RunState, rate: float) -> List[Dict[str, float]]:
+  """Per-seed steps/s, episode count and the training episodes' success since the last row."""
+  rows = []
+  for s, successes in enumerate(state.episodes.successes):
+    row = {"steps_per_s": rate, "episodes": state.episodes.count[s]}
+    if successes:
+      row["train_success"] = float(np.mean(successes))
+      state.episodes.successes[s] = []
+    rows.append(row)
+  return rows
+
+
+def online_phase(run: Run, state: RunState) -> RunState:
+  """Online fine-tuning: best-of-N' acting, chunk queues, one update per environment step."""
+  tc, ac = run.tc, run.ac
+  if state.step >= tc.offline_steps + tc.online_steps:
+    return state
+  run.outputs.bar.set_description("online")
+  if state.step == tc.offline_steps:  # entering the phase (not resuming inside it)
+    state.agents = run.start_online(state.agents)
+    run.envs.start(state.episodes)
+  step_log, t_log = state.step - tc.offline_steps, time.time()
+  for env_step in range(state.step - tc.offline_steps + 1, tc.online_steps + 1):
+    state.keys = run.envs.step(state.agents, state.keys, state.episodes, state.buffers)
+    prev, state.step = state.step, tc.offline_steps + env_step
+    if env_step >= tc.start_training:
+      batch = run.global_batch(sample_batch(state.buffers, state.rngs, tc, ac), 1)
+      state.agents, state.keys, info = run.online_update(state.agents, batch, state.keys)
+      run.watch.push(info["nonfinite"], (prev, state.step))
+      if due(env_step - 1, env_step, tc.log_interval):
+        jax.block_until_ready(info)
+        rate = (env_step - step_log) / max(time.time() - t_log, 1e-9)
+        log_train(run, state, info, _online_extras(state, rate))
+        step_log, t_log = env_step, time.time()
+    run.outputs.bar.update(1)
+    if due(env_step - 1, env_step, tc.eval_interval, tc.online_steps):
+      evaluate(run, state, "online")
+      t_log = time.time()
+    if env_step == tc.online_steps:
+      for summary, last in zip(state.summaries, state.last):
+        summary["online_success"] = last["success"]
+    at_boundary(run, state, prev, env_step == tc.online_steps)
+  return state

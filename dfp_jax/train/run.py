@@ -1,0 +1,123 @@
+"""The fixed parts of a run, built once: method programs, environments, data, outputs."""
+
+import dataclasses
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from dfp_jax.data import tasks
+from dfp_jax.data.replay import ReplayBuffer
+from dfp_jax.train import checkpoint
+from dfp_jax.train.envs import SeedEnvs
+from dfp_jax.train.faults import FaultWatch, StopSignals
+from dfp_jax.train.metrics import MetricsLogger
+from dfp_jax.train.workdir import Layout
+
+
+class OfflineData:
+  """The offline dataset, read whole or one shard at a time.
+
+  Sharded data (the 100M dataset) is read one shard at a time, moving to the
+  next every `shard_interval` offline steps, as Q-chunking's loader does.
+  """
+
+  def __init__(self, env_config, offline_steps: int):
+    self.env_config = env_config
+    self.offline_steps = offline_steps
+    self.rotate = env_config.shard_interval > 0 and tasks.count_shards(env_config) > 1
+    self.shard: Optional[int] = None
+
+  def shard_of(self, step: int) -> int:
+    return min(step, max(self.offline_steps - 1, 0)) // self.env_config.shard_interval
+
+  def needs_reload(self, step: int) -> bool:
+    return self.rotate and self.shard_of(step) != self.shard
+
+  def load(self, step: int, fingerprints: Dict[str, str]) -> Dict[str, np.ndarray]:
+    """The data training at `step` reads; checks it is the data the run trained on."""
+    if self.rotate:
+      self.shard = self.shard_of(step)
+      _, dataset, _ = tasks.load_task(self.env_config, shard=self.shard)
+    else:
+      _, dataset, _ = tasks.load_task(self.env_config, num_shards=self.env_config.num_shards)
+    fp = checkpoint.dataset_fingerprint(dataset)
+    if fingerprints.setdefault(str(self.shard), fp) != fp:
+      raise checkpoint.CheckpointError(
+          f"the dataset of {self.env_config.task} in {self.env_config.dataset_dir} differs from "
+          "the one this run's checkpoint trained on; restore it, or pass --overwrite to start again")
+    return dataset
+
+
+def make_buffers(dataset, num_seeds: int, train_config) -> List[ReplayBuffer]:
+  """One replay buffer per seed over the shared offline data (SPEC 5's FIFO capacity)."""
+  capacity = None if train_config.replay_keep_offline else train_config.replay_capacity
+  return [ReplayBuffer(dataset, train_config.online_steps, capacity) for _ in range(num_seeds)]
+
+
+def sample_batch(buffers, rngs, train_config, agent_config) -> Dict[str, np.ndarray]:
+  """One minibatch per seed, stacked: [S, B, ...]."""
+  batches = [b.sample(r, train_config.batch_size, agent_config.chunk_len, agent_config.discount)
+             for b, r in zip(buffers, rngs)]
+  return stack(batches)
+
+
+def stack(batches: Sequence[Dict[str, np.ndarray]]) -> Dict[str, np.ndarray]:
+  return {k: np.stack([b[k] for b in batches]) for k in batches[0]}
+
+
+class Outputs:
+  """Per-seed CSV / TensorBoard loggers (process 0 only) and the progress bar."""
+
+  def __init__(self, run_dirs: Sequence[str], train_config, resume_step: Optional[int],
+               step: int, show: bool):
+    tc = train_config
+    self.loggers = [MetricsLogger(d, tensorboard=tc.tensorboard, resume_step=resume_step)
+                    for d in run_dirs]
+    self.bar = tqdm(total=tc.offline_steps + tc.online_steps, initial=step,
+                    desc="offline" if step < tc.offline_steps else "online",
+                    disable=not (tc.progress_bar and show), dynamic_ncols=True, mininterval=2.0)
+
+  def write(self, stream: str, step: int, rows: Sequence[Dict[str, float]]):
+    for logger, row in zip(self.loggers, rows):
+      logger.write(stream, step, row)
+
+  def close(self):
+    self.bar.close()
+    for logger in self.loggers:
+      logger.close()
+
+
+@dataclasses.dataclass
+class Run:
+  """Everything about a run that does not change while it trains."""
+  config: Any
+  layout: Layout
+  envs: SeedEnvs                 # training environments, one per seed
+  eval_envs: SeedEnvs            # evaluation environments, one per seed
+  offline_update: Callable       # (agents, batches [k, S, B, ...], keys) -> (agents, keys, info)
+  online_update: Callable        # (agents, batch [S, B, ...], keys) -> (agents, keys, info)
+  start_online: Callable         # agents -> agents (pi_old <- pi_theta)
+  global_batch: Callable         # (host batch, leading axes) -> the batch the update takes
+  data: OfflineData
+  ckpt: Optional[checkpoint.Checkpointer]
+  outputs: Outputs
+  watch: FaultWatch
+  signals: StopSignals
+  is_main: bool                  # the one process that writes
+  multi_host: bool
+  t_start: float                 # when this process started training
+
+  @property
+  def tc(self):
+    return self.config.train
+
+  @property
+  def ac(self):
+    return self.config.agent
+
+  def close(self):
+    self.outputs.close()
+    if self.ckpt is not None:
+      self.ckpt.wait()
+      self.ckpt.close()

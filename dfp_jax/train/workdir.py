@@ -1,0 +1,103 @@
+"""Where a run writes, and what a workdir already holds (a run to resume, a finished run)."""
+
+import dataclasses
+import json
+import os
+import shutil
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import jax
+import numpy as np
+
+from dfp_jax.train import checkpoint
+
+# What a run writes into each seed's directory.
+RUN_FILES = ("config.json", "train.csv", "eval.csv", "summary.json", "learning_curve.png", "tb")
+
+
+def sync(name: str):
+  """Barrier across processes (no-op in a one-process run)."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(name)
+
+
+def any_process(flag: bool) -> bool:
+  """True on every process if `flag` is true on any (a collective)."""
+  if jax.process_count() == 1:
+    return flag
+  from jax.experimental import multihost_utils
+  return bool(np.max(multihost_utils.process_allgather(np.int32(flag))))
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+  """A run's directories: one per seed, and one checkpoint directory for all seeds."""
+  workdir: str
+  seeds: Tuple[int, ...]
+  run_dirs: Tuple[str, ...]
+  ckpt_dir: str
+  config: object  # the run's ConfigDict
+
+  @classmethod
+  def create(cls, config, workdir: str, seeds: Optional[Sequence[int]],
+             seed_dirs: Optional[bool]) -> "Layout":
+    """Seed k writes to `<workdir>/seed_<k>/` when `seed_dirs` (default: when `seeds` is
+    given), else to `workdir`; `seeds` defaults to [config.seed]."""
+    seed_dirs = seeds is not None if seed_dirs is None else seed_dirs
+    seeds = tuple([config.seed] if seeds is None else [int(s) for s in seeds])
+    if not seed_dirs and len(seeds) > 1:
+      raise ValueError("several seeds need seed_dirs")
+    run_dirs = (tuple(os.path.join(workdir, f"seed_{s}") for s in seeds) if seed_dirs
+                else (workdir,))
+    return cls(workdir, seeds, run_dirs, os.path.join(workdir, "checkpoints"), config)
+
+  def resolved(self, seed: int) -> Dict:
+    """The config of seed `seed` as JSON-ready dicts (config.json, checkpoint checks)."""
+    c = self.config.copy_and_resolve_references()
+    c.seed = seed
+    return json.loads(c.to_json_best_effort())
+
+  def write_configs(self):
+    for d, s in zip(self.run_dirs, self.seeds):
+      os.makedirs(d, exist_ok=True)
+      with open(os.path.join(d, "config.json"), "w") as f:
+        json.dump(self.resolved(s), f, indent=2)
+
+
+def prepare(layout: Layout, overwrite: bool, is_main: bool) -> Tuple[str, Optional[List[Dict]]]:
+  """What to do with what the run dirs already hold.
+
+  Returns ('fresh', None), ('resume', None) or ('complete', summaries). Raises
+  CheckpointError for a workdir whose run has another config; with `overwrite`
+  the run's files are cleared instead. The same run killed before its first
+  checkpoint starts again from step 0.
+  """
+  run_dirs, ckpt_dir = layout.run_dirs, layout.ckpt_dir
+  existing = [d for d in run_dirs if any(os.path.exists(os.path.join(d, f)) for f in RUN_FILES)]
+  has_ckpt = os.path.isdir(ckpt_dir) and any(n.isdigit() for n in os.listdir(ckpt_dir))
+  mode, found = "fresh", None
+  if not overwrite and (existing or has_ckpt):
+    for d, seed in zip(run_dirs, layout.seeds):
+      path = os.path.join(d, "config.json")
+      if os.path.exists(path):
+        checkpoint.check_same_config(d, checkpoint.read_json(path), layout.resolved(seed))
+    summaries = [os.path.join(d, "summary.json") for d in run_dirs]
+    if has_ckpt:
+      mode = "resume"
+    elif all(os.path.exists(p) for p in summaries):
+      mode, found = "complete", [checkpoint.read_json(p) for p in summaries]
+    elif is_main:
+      print(f"{existing[0]}: this run stopped before its first checkpoint; starting it again")
+  sync("workdir checked")  # every process has decided before anything is deleted
+  if mode == "fresh" and (existing or has_ckpt) and is_main:
+    for d in run_dirs:
+      for f in RUN_FILES:
+        path = os.path.join(d, f)
+        if os.path.isdir(path):
+          shutil.rmtree(path)
+        elif os.path.exists(path):
+          os.remove(path)
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
+  sync("workdir ready")
+  return mode, found
