@@ -1,14 +1,16 @@
 """What every method's config file shares: tasks, presets, environment and training fields.
 
-Each method file (`dfp.py`, `qc_fql.py`, ...) calls `make(method, agent_config,
-preset)` and then sets its own per-preset agent values. Presets: the paper's
-OGBench and Robomimic tasks (SPEC sections 7-8) with Table 5 values, the pure
-offline-RL tasks (prefix `offline-`), `quick` (the default: a small locally
-generated task that trains on a laptop CPU), `quick-lift`, `quick-can` and
-`quick-square` (Robomimic at quick's size, on scripted demonstrations
-generated on first use) and `smoke` (tests). A preset changes the
-same environment, training and network-size fields for every method, so the
-methods compare at equal budgets and network sizes.
+A preset is data: a table of overrides of the base config (`PRESET_OVERRIDES`),
+the same for every method, so the methods compare at equal budgets and
+network sizes. Each method file (`dfp.py`, `qc_fql.py`, ...) calls
+`make(method, agent_config, preset, method_overrides)`, where
+`method_overrides` holds the values only that method sets per preset; they are
+applied after the shared ones. Presets: the paper's OGBench and Robomimic tasks
+(SPEC sections 7-8) with Table 5 values, the pure offline-RL tasks (prefix
+`offline-`), `quick` (the default: a small locally generated task that trains
+on a laptop CPU), `quick-lift`, `quick-can` and `quick-square` (Robomimic at
+quick's size, on scripted demonstrations generated on first use) and `smoke`
+(tests).
 """
 
 import ml_collections
@@ -32,8 +34,6 @@ OFFLINE_TASKS = {
 ROBOMIMIC_TASKS = ("lift", "can", "square")
 # Small Robomimic runs on locally generated scripted demonstrations: preset -> scripted demos.
 QUICK_ROBOMIMIC = {"quick-lift": 100, "quick-can": 200, "quick-square": 200}
-PRESETS = (tuple(ONLINE_TASKS) + ROBOMIMIC_TASKS + tuple(OFFLINE_TASKS) + ("quick",)
-           + tuple(QUICK_ROBOMIMIC) + ("smoke",))
 # Named groups for `--tasks=` sweeps.
 TASK_GROUPS = {
     "cube-double": [p for p in ONLINE_TASKS if p.startswith("cube-double")],
@@ -46,9 +46,10 @@ TASK_GROUPS = {
 
 
 def base_config(method: str, agent_config):
+  """Every field, with the paper's defaults (Table 5); presets override some of them."""
   c = ml_collections.ConfigDict()
   c.method = method             # which agent (dfp_jax/agents/__init__.py: METHODS)
-  c.seed = 0                    # PRNG seed for init, sampling and updates
+  c.seed = 0                    # PRNG seed for init, sampling, updates and training episodes
   c.env = ml_collections.ConfigDict()
   c.env.task = "cube-double-play-singletask-task2-v0"  # OGBench single-task name, or lift/can/square
   c.env.dataset_dir = "~/.ogbench/data"  # official npz files (downloaded here if a network exists)
@@ -72,10 +73,9 @@ def base_config(method: str, agent_config):
   c.train.eval_interval = 100_000    # steps between evaluations (each phase)
   c.train.eval_episodes = 50         # seeded evaluation episodes
   c.train.eval_seed = 1_000_000      # seed of the first evaluation episode
-  c.train.train_seed = 0             # seed of the first online training episode
   c.train.log_interval = 5_000       # steps between train-metric rows
   c.train.tensorboard = True         # also write TensorBoard events
-  c.train.progress_bar = True
+  c.train.progress_bar = True        # a progress bar on the terminal
   c.train.checkpoint_interval = 50_000  # steps between checkpoints in <workdir>/checkpoints (0: none)
   c.train.keep_checkpoints = 2       # keep the newest few checkpoints
   c.train.async_checkpointing = True  # write checkpoints in the background
@@ -83,79 +83,86 @@ def base_config(method: str, agent_config):
   return c
 
 
-def make(method: str, agent_config, preset: str, chunk_len=None):
-  """The config of `method` at `preset`, with the method-independent preset values.
+# The `quick` presets' network sizes and budget: a 2-core CPU in about 10 minutes (README).
+_QUICK_BUDGET = {
+    "agent.actor_hidden": (256, 256),
+    "agent.critic_hidden": (256, 256),
+    "agent.num_target_samples": 8,  # best-of-8 in the critic target (1 stays 1: method files)
+    "train.batch_size": 128,
+    "train.offline_steps": 20_000,
+    "train.online_steps": 10_000,
+    "train.start_training": 1_000,
+    "train.eval_interval": 2_500,
+    "train.eval_episodes": 20,
+    "train.log_interval": 500,
+    "train.checkpoint_interval": 2_500,
+}
+# Robomimic (SPEC 6-8): multi-human files where robomimic's download script puts them, best-of-N'
+# with N' = 4 (also the critic target's). K = 2 and DFP's temperatures are the method files'.
+_ROBOMIMIC = {
+    "env.dataset_dir": "~/.robomimic",  # <dir>/<task>/mh/low_dim_v15.hdf5
+    "agent.num_act_samples": 4,
+    "agent.num_target_samples": 4,
+}
 
-  `chunk_len`, if given, replaces the agent's h except on the offline-RL presets (h = 1).
+# Preset name -> overrides of the base config (flattened field names), for every method.
+PRESET_OVERRIDES = {
+    **{name: {"env.task": task} for name, task in ONLINE_TASKS.items()},
+    **{task: {"env.task": task, **_ROBOMIMIC} for task in ROBOMIMIC_TASKS},
+    # Pure offline RL: no chunking, no online phase.
+    **{name: {"env.task": task, "agent.chunk_len": 1, "train.online_steps": 0}
+       for name, task in OFFLINE_TASKS.items()},
+    # cube-single on generated task-biased play data: half of the oracle's targets (and starts)
+    # are task 2's, so the data is multimodal and only one mode is rewarded.
+    "quick": {
+        "env.task": "cube-single-play-singletask-task2-v0",
+        "env.dataset_dir": "~/.cache/dfp_jax/quick-taskbiased",
+        "env.generate_episodes": 100,
+        "env.generate_episode_length": 1000,
+        "env.generate_task_goal_prob": 0.5,
+        **_QUICK_BUDGET,
+    },
+    # Robomimic at quick's size, on scripted demonstrations generated on first use.
+    **{f"quick-{task}": {
+        "env.task": task, **_ROBOMIMIC,
+        "env.dataset_dir": "~/.cache/dfp_jax/robomimic-scripted",
+        "env.generate_episodes": QUICK_ROBOMIMIC[f"quick-{task}"],
+        **_QUICK_BUDGET, "agent.num_target_samples": 4,
+    } for task in ROBOMIMIC_TASKS},
+    # Tiny: the tests' end-to-end run.
+    "smoke": {
+        "env.task": "cube-single-play-singletask-task2-v0",
+        "env.dataset_dir": "~/.cache/dfp_jax/smoke",
+        "env.generate_episodes": 2,
+        "env.generate_episode_length": 100,
+        "agent.actor_hidden": (32, 32),
+        "agent.critic_hidden": (32, 32),
+        "train.batch_size": 16,
+        "train.offline_steps": 20,
+        "train.online_steps": 30,
+        "train.start_training": 10,
+        "train.updates_per_dispatch": 5,
+        "train.eval_interval": 20,
+        "train.eval_episodes": 1,
+        "train.log_interval": 10,
+        "train.checkpoint_interval": 10,
+        "train.progress_bar": False,
+    },
+}
+PRESETS = tuple(PRESET_OVERRIDES)
+
+
+def make(method: str, agent_config, preset: str, method_overrides=None, chunk_len=None):
+  """The config of `method` at `preset`.
+
+  `chunk_len`, if given, is the method's h (the offline-RL presets then set 1);
+  the shared preset overrides come next, then `method_overrides[preset]`.
   """
+  if preset not in PRESET_OVERRIDES:
+    raise ValueError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
   c = base_config(method, agent_config)
   if chunk_len is not None:
     c.agent.chunk_len = chunk_len
-  if preset in ONLINE_TASKS:
-    c.env.task = ONLINE_TASKS[preset]
-  elif preset in OFFLINE_TASKS:
-    # Pure offline RL: no chunking, no online phase.
-    c.env.task = OFFLINE_TASKS[preset]
-    c.agent.chunk_len = 1
-    c.train.online_steps = 0
-  elif preset in ROBOMIMIC_TASKS or preset in QUICK_ROBOMIMIC:
-    # Robomimic (SPEC 6-7): best-of-N' with N' = 4 (also the critic target's best-of),
-    # K = 2; DFP's temperatures {0.005, 0.05} are set in dfp.py.
-    c.env.task = preset.removeprefix("quick-")
-    c.env.dataset_dir = "~/.robomimic"  # <dir>/<task>/mh/low_dim_v15.hdf5, as robomimic downloads
-    for field in ("num_act_samples", "num_target_samples"):
-      c.agent[field] = min(4, c.agent[field])
-    if "top_k" in c.agent:
-      c.agent.top_k = 2
-    if preset in QUICK_ROBOMIMIC:
-      # Scripted demonstrations generated on first use (experiments/generate_robomimic.py),
-      # quick's network and budget.
-      c.env.dataset_dir = "~/.cache/dfp_jax/robomimic-scripted"
-      c.env.generate_episodes = QUICK_ROBOMIMIC[preset]
-      _quick_budget(c)
-  elif preset == "quick":
-    # Small enough for a 2-core CPU in about 10 minutes including data generation
-    # (measured: README). Its generated play data is task-biased: half of the oracle's
-    # targets (and starts) are task 2's, so the data is multimodal and only one mode is
-    # rewarded.
-    c.env.task = "cube-single-play-singletask-task2-v0"
-    c.env.dataset_dir = "~/.cache/dfp_jax/quick-taskbiased"
-    c.env.generate_episodes = 100
-    c.env.generate_episode_length = 1000
-    c.env.generate_task_goal_prob = 0.5
-    _quick_budget(c)
-  elif preset == "smoke":
-    c.env.task = "cube-single-play-singletask-task2-v0"
-    c.env.dataset_dir = "~/.cache/dfp_jax/smoke"
-    c.env.generate_episodes = 2
-    c.env.generate_episode_length = 100
-    c.agent.actor_hidden = (32, 32)
-    c.agent.critic_hidden = (32, 32)
-    c.train.batch_size = 16
-    c.train.offline_steps = 20
-    c.train.online_steps = 30
-    c.train.start_training = 10
-    c.train.updates_per_dispatch = 5
-    c.train.eval_interval = 20
-    c.train.eval_episodes = 1
-    c.train.log_interval = 10
-    c.train.checkpoint_interval = 10
-    c.train.progress_bar = False
-  else:
-    raise ValueError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+  c.update_from_flattened_dict(PRESET_OVERRIDES[preset])
+  c.update_from_flattened_dict((method_overrides or {}).get(preset, {}))
   return c
-
-
-def _quick_budget(c):
-  """The `quick` presets' network sizes and budget (2-core CPU)."""
-  c.agent.actor_hidden = (256, 256)
-  c.agent.critic_hidden = (256, 256)
-  c.agent.num_target_samples = min(8, c.agent.num_target_samples)
-  c.train.batch_size = 128
-  c.train.offline_steps = 20_000
-  c.train.online_steps = 10_000
-  c.train.start_training = 1_000
-  c.train.eval_interval = 2_500
-  c.train.eval_episodes = 20
-  c.train.log_interval = 500
-  c.train.checkpoint_interval = 2_500

@@ -14,17 +14,21 @@ ABLATIONS = {
                      [(0.005,), (0.05,), (0.1,), (0.2,), (0.005, 0.05)]),
 }
 
+# Pure offline RL (SPEC 7): no best-of-N', L_BC + lambda * L_topK from the start, K/N = 8/16.
+_OFFLINE_RL = {"agent.num_act_samples": 1, "agent.topk_offline": True, "agent.top_k": 8,
+               "agent.num_candidates": 16}
+# DFP's own values per preset, applied after common.PRESET_OVERRIDES.
+OVERRIDES = {
+    **{p: _OFFLINE_RL for p in common.OFFLINE_TASKS},
+    "offline-puzzle-4x4-task4": {**_OFFLINE_RL, "agent.top_k": 16, "agent.num_candidates": 32},
+    # Table 5's Robomimic K and temperatures, also on the quick-* presets. (An earlier field
+    # without the released affinity floor never closed the gripper with them and needed R = 1.)
+    **{p: {"agent.top_k": 2, "agent.temperatures": (0.005, 0.05)}
+       for p in common.ROBOMIMIC_TASKS + tuple(common.QUICK_ROBOMIMIC)},
+}
+
 
 def get_config(preset: str = "quick", method: str = "dfp", **agent):
-  c = common.make(method, dfp.get_config(), preset)
-  if preset in common.OFFLINE_TASKS:
-    # Pure offline RL (SPEC 7): no best-of-N', L_BC + lambda * L_topK from the start.
-    c.agent.num_act_samples = 1
-    c.agent.topk_offline = True
-    c.agent.top_k, c.agent.num_candidates = (16, 32) if "4x4" in preset else (8, 16)
-  elif c.env.task in common.ROBOMIMIC_TASKS:
-    # Table 5's Robomimic set, also on the quick-* presets. (An earlier field without the
-    # released affinity floor never closed the gripper with it and needed R = 1 added.)
-    c.agent.temperatures = (0.005, 0.05)
+  c = common.make(method, dfp.get_config(), preset, OVERRIDES)
   c.agent.update(agent)
   return c

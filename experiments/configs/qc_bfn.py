@@ -6,5 +6,6 @@ from experiments.configs import common
 PRESETS, TASK_GROUPS = common.PRESETS, common.TASK_GROUPS
 
 
-def get_config(preset: str = "quick", method: str = "qc_bfn", chunk_len: int = 5):
-  return common.make(method, bfn.get_config(), preset, chunk_len)
+def get_config(preset: str = "quick", method: str = "qc_bfn", chunk_len: int = 5,
+               overrides=None):
+  return common.make(method, bfn.get_config(), preset, overrides, chunk_len)
