@@ -39,11 +39,11 @@ def split_task_name(task: str) -> Tuple[str, str]:
 def make_env(task: str, success_timing: str = "post", **kwargs):
   """The task's gymnasium env. success_timing 'post' is the paper's (ogbench 1.1.2)."""
   import gymnasium
-  import ogbench  # noqa: F401  (registers the envs)
   env_name, _ = split_task_name(task)
   if success_timing not in ("pre", "post"):
     raise ValueError(f"success_timing must be 'pre' or 'post', got {success_timing!r}")
   try:
+    import ogbench  # noqa: F401  (registers the envs)
     return gymnasium.make(env_name, success_timing=success_timing, **kwargs)
   except gymnasium.error.Error as e:
     raise DatasetError(f"unknown OGBench environment {env_name!r} (from task {task!r}): {e}")
