@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 # Make the repository root importable when pytest is run without `python -m`.
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 

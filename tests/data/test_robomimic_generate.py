@@ -15,7 +15,7 @@ from dfp_jax.data import robomimic_data, robomimic_env, robomimic_scripted  # no
 from dfp_jax.data import robomimic_generate  # noqa: E402
 from dfp_jax.data.ogbench_data import DatasetError  # noqa: E402
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(scope="module")

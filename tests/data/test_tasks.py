@@ -12,7 +12,7 @@ from dfp_jax.data import tasks
 from dfp_jax.data.ogbench_data import DatasetError
 from experiments.configs import common
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_task_names_route_to_their_benchmark():

@@ -11,7 +11,7 @@ import numpy as np
 
 from dfp_jax.train.metrics import read_csv
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _launch(script, *args, timeout=60):

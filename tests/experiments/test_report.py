@@ -13,7 +13,7 @@ import pytest
 from dfp_jax.train.metrics import MetricsLogger
 from experiments import report
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SINGLE = "cube-single-play-singletask-task2-v0"
 DOUBLE = "cube-double-play-singletask-task2-v0"
 # Success at the end of the offline / online phase of seeds 0, 1, 2.

@@ -21,7 +21,7 @@ from dfp_jax.train import checkpoint, loop as trainer
 from dfp_jax.train.metrics import read_csv
 from experiments.configs import dfp as dfp_configs
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 OFFLINE, ONLINE = 200, 80
 # The smoke preset, long enough to be killed in each phase: evaluations every 50 steps,
 # a checkpoint every 10, two seeds vectorised (so per-seed state is resumed too).

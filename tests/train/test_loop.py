@@ -11,7 +11,7 @@ import pytest
 from dfp_jax.train.metrics import read_csv
 from experiments.configs import dfp as dfp_configs
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _train(*args, cwd=ROOT):

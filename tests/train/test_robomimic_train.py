@@ -15,7 +15,7 @@ pytest.importorskip("robosuite", reason="needs the Robomimic extra: pip install 
 
 from dfp_jax.train.metrics import read_csv  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _train(workdir, data, *flags):
