@@ -142,7 +142,9 @@ def drifting_field(x, pos, neg=None, *, temperatures: Sequence[float] = (0.05,),
 
   field = jnp.zeros_like(x_n)
   info = {}
-  for r in temperatures:
+  for i in range(len(temperatures)):
+    r = temperatures[i]
+    tag = f"r{r}" if isinstance(r, (int, float)) else f"t{i}"  # traced R: by position
     logits = _logits(d_n, r, kernel)
     # Geometric mean of the softmax over targets and the softmax over the Cg generated
     # samples of the same state (Deng et al.'s double softmax), floored.
@@ -154,10 +156,10 @@ def drifting_field(x, pos, neg=None, *, temperatures: Sequence[float] = (0.05,),
     attract = jnp.einsum("bij,bjs->bis", w_pos, pos_n) - jnp.sum(w_pos, -1, keepdims=True) * x_n
     repel = jnp.einsum("bij,bjs->bis", w_neg, neg_n) - jnp.sum(w_neg, -1, keepdims=True) * x_n
     v = attract - repel if repulsion else attract
-    info[f"attraction_r{r}"] = jnp.sqrt(batch_mean(jnp.sum(jnp.square(attract), -1), axis_name))
-    info[f"repulsion_r{r}"] = jnp.sqrt(batch_mean(jnp.sum(jnp.square(repel), -1), axis_name))
+    info[f"attraction_{tag}"] = jnp.sqrt(batch_mean(jnp.sum(jnp.square(attract), -1), axis_name))
+    info[f"repulsion_{tag}"] = jnp.sqrt(batch_mean(jnp.sum(jnp.square(repel), -1), axis_name))
     rms = jnp.sqrt(jnp.maximum(batch_mean(jnp.square(v), axis_name), _RMS_FLOOR))
-    info[f"drift_rms_r{r}"] = rms
+    info[f"drift_rms_{tag}"] = rms
     field = field + (v / rms if normalize else v)
   info["scale"] = scale
   info["drift_norm"] = jnp.sqrt(batch_mean(jnp.sum(jnp.square(field), -1), axis_name))

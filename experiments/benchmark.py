@@ -22,7 +22,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
+from absl import app, flags, logging
 
 from dfp_jax import agents
 
@@ -30,6 +30,8 @@ flags.DEFINE_list("presets", ["cube-double-task2", "quick"], "Config presets to 
 flags.DEFINE_integer("iters", 20, "Timed calls per measurement.")
 flags.DEFINE_list("methods", list(agents.METHODS), "Methods for the first table.")
 flags.DEFINE_list("seed_counts", ["1", "5", "10"], "Seed counts S for the vectorised table.")
+flags.DEFINE_list("population_sizes", [], "Population sizes M for the population table (members "
+                  "on a (pop, data) mesh over every device; empty: skip it).")
 flags.DEFINE_integer("checkpoint_seeds", 1, "Seeds in the checkpoint-cost table (0: skip it).")
 flags.DEFINE_integer("obs_dim", 40, "Observation size (cube-double: 40).")
 flags.DEFINE_integer("action_dim", 5, "Action size (OGBench manipulation: 5).")
@@ -97,6 +99,30 @@ def measure_seeds(config, obs_dim, action_dim, num_seeds, iters):
                     lambda i: (states, jax.random.split(jax.random.PRNGKey(i), num_seeds)), iters)
 
 
+def measure_population(config, obs_dim, action_dim, num_members, iters):
+  """(pop, data, ms per online update) of `num_members` DFP members over every device."""
+  from dfp_jax import parallel
+  from dfp_jax.train import updates
+  ac, batch_size = config.agent, config.train.batch_size
+  pop, data = parallel.mesh_shape(num_members, jax.device_count(), batch_size)
+  place = parallel.Placement(num_members, parallel.population_mesh(pop, data)
+                             if jax.device_count() > 1 else None)
+  lib = agents.get(config.method)
+  keys = jax.random.split(jax.random.PRNGKey(0), place.padded)
+  states = jax.vmap(lambda k: lib.create(ac, obs_dim, action_dim, k))(keys)
+  if place.mesh is not None:
+    states, keys = parallel.to_global(jax.device_get((states, keys)), place.mesh,
+                                      parallel.P(parallel.POP_AXIS))
+  rng = np.random.default_rng(0)
+  batches = jax.tree.map(lambda *x: np.stack(x), *[
+      jax.device_get(random_batch(rng, batch_size, obs_dim, ac.chunk_len * action_dim))
+      for _ in range(num_members)])
+  batches = place.to_device(batches)
+  _, online = updates.make_update_fns(lib.update, mesh=place.mesh)
+  ms = time_calls(lambda a, k: online(a, batches, k)[0], lambda i: (states, keys), iters)
+  return pop, data, ms
+
+
 def measure_checkpoint(config, obs_dim, action_dim, num_seeds, directory):
   """(MB on disk, s until save returns, s until written) for a run's checkpoint, buffers full."""
   from dfp_jax.train import checkpoint
@@ -107,12 +133,12 @@ def measure_checkpoint(config, obs_dim, action_dim, num_seeds, directory):
   rng = np.random.default_rng(0)
   n = config.train.online_steps
   widths = {"observations": obs_dim, "next_observations": obs_dim, "actions": action_dim}
-  host = {f"seed_{s}": {"buffer": {
+  members = {s: ({"buffer": {
       **{k: rng.standard_normal((n, widths.get(k, 1)), np.float32) for k in FIELDS},
-      "counters": np.array([n, 0])}} for s in range(num_seeds)}
+      "counters": np.array([n])}}, {}) for s in range(num_seeds)}
   ckpt = checkpoint.Checkpointer(directory, max_to_keep=1)
   t0 = time.perf_counter()
-  ckpt.save(1, {"agent": states, "keys": keys}, host, {"step": 1})
+  ckpt.save(1, {"agent": states, "keys": keys}, members, {"step": 1})
   returned = time.perf_counter() - t0
   ckpt.wait()
   written = time.perf_counter() - t0
@@ -123,6 +149,7 @@ def measure_checkpoint(config, obs_dim, action_dim, num_seeds, directory):
 
 def main(argv):
   del argv
+  logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint step at INFO
   dev = jax.devices()[0]
   print(f"device: {dev.platform} {dev.device_kind} x{jax.device_count()}, "
         f"host: {platform.processor() or platform.machine()}, jax {jax.__version__}")
@@ -149,6 +176,18 @@ def main(argv):
                                                 FLAGS.iters)
       print(f"| {preset} | {n} | {vec:.1f} | {n * single:.1f} | {1e3 * n / vec:.1f} | "
             f"{n * single / vec:.2f}x |", flush=True)
+  if FLAGS.population_sizes:
+    print(f"\nPopulation of M DFP members, online update on a (pop, data) mesh over the "
+          f"{jax.device_count()} devices (members padded to a multiple of pop)")
+    print("| preset | M | mesh (pop, data) | ms/update | member-updates/s |")
+    print("|---|---|---|---|---|")
+    for preset in FLAGS.presets:
+      config = get_config("dfp", preset)
+      for m in (int(x) for x in FLAGS.population_sizes):
+        pop, data, ms = measure_population(config, FLAGS.obs_dim, FLAGS.action_dim, m,
+                                           FLAGS.iters)
+        print(f"| {preset} | {m} | ({pop}, {data}) | {ms:.1f} | {1e3 * m / ms:.1f} |",
+              flush=True)
   if FLAGS.checkpoint_seeds > 0:
     print(f"\nCheckpoint of a DFP run with {FLAGS.checkpoint_seeds} seed(s), online buffers full "
           "(the largest it gets), asynchronous save")

@@ -12,9 +12,17 @@ and writes `<workdir>/<task>/seed_<k>/`; `--tasks=cube-triple` (a group from
 the config file's TASK_GROUPS, or a comma list of presets) runs the tasks one
 after another, each with every seed and the same command-line overrides.
 `--ablation=top_k` (or `topk_weight`, `temperatures`: the config file's
-ABLATIONS) runs every value of that field one after another and writes
+ABLATIONS) runs every value of that field and writes
 `<workdir>/<task>/<field>=<value>/seed_<k>/`; `python -m experiments.report
 <workdir> --out=DIR --label_key=agent.top_k` makes its table.
+
+Populations: `--sweep=agent.topk_weight=0.1;0.5;1;5` (repeatable; fields that
+do not change array shapes: temperatures, topk_weight, ema_tau, lr, tau,
+discount) trains every combination of the swept values with every seed as one
+program, each member writing `<workdir>/<task>/<field>=<value>/.../seed_<k>/`.
+An ablation of such a field runs as a population too (K, N and network sizes
+run one value after another). `--mesh=POP,DATA` lays the population over the
+devices: members along POP, each member's batch along DATA.
 """
 
 import importlib.util
@@ -28,7 +36,7 @@ from ml_collections import config_flags
 
 from dfp_jax import agents
 from dfp_jax.data import ogbench_data, tasks
-from dfp_jax.train import checkpoint, validation
+from dfp_jax.train import checkpoint, population, validation
 
 
 def one_line(e: BaseException) -> str:
@@ -57,6 +65,11 @@ flags.DEFINE_list("seeds", None, "Seeds trained together, vectorised (default: c
 flags.DEFINE_list("tasks", None, "Presets or preset groups to sweep, one after another.")
 flags.DEFINE_string("ablation", None, "Sweep one hyperparameter over the paper's values "
                     "(the config file's ABLATIONS: top_k, topk_weight, temperatures).")
+flags.DEFINE_multi_string("sweep", [], "FIELD=V1;V2;... : train every value of FIELD (and of "
+                          "every other --sweep) with every seed as one population program.")
+flags.DEFINE_list("mesh", None, "POP,DATA: devices along the population and along each "
+                  "member's batch (default: every device on POP when the population is large "
+                  "enough).")
 flags.DEFINE_bool("overwrite", False, "Replace a run already in the workdir (by default a run "
                   "with the same config resumes from its latest checkpoint, another config is an error).")
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (auto-detects TPU pods "
@@ -108,8 +121,12 @@ def _config_module(path):
   return module
 
 
-def ablation_configs(path, configs, name):
-  """[(config, run subdir)] for every value of ablation `name` applied to every config."""
+def ablation_runs(path, configs, name, sweep):
+  """[(config, run subdir, sweep, checkpoint subdir)] of ablation `name` on every config.
+
+  A field a population can sweep runs as populations (temperature sets grouped by size);
+  others run one value after another into `<field>=<value>/`.
+  """
   ablations = getattr(_config_module(path), "ABLATIONS", {})
   if name not in ablations:
     raise ValueError(f"unknown ablation {name!r} for {os.path.basename(path)}; choose one of: "
@@ -117,11 +134,19 @@ def ablation_configs(path, configs, name):
   field, values = ablations[name]
   out = []
   for config in configs:
+    if field in population.SWEEPABLE and field not in sweep:
+      groups = {}
+      for value in values:  # one program per temperature-set size
+        groups.setdefault(len(value) if isinstance(value, tuple) else 1, []).append(value)
+      for i, group in enumerate(groups.values()):
+        out.append((config, "", {**sweep, field: list(group)},
+                    "checkpoints" if i == 0 else f"checkpoints-{i}"))
+      continue
     for value in values:
       variant = config.copy_and_resolve_references()
       variant.update_from_flattened_dict({field: value})
-      shown = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
-      out.append((variant, f"{field.split('.')[-1]}={shown}"))
+      out.append((variant, f"{field.split('.')[-1]}={population.render(value)}", sweep,
+                  "checkpoints"))
   return out
 
 
@@ -138,6 +163,43 @@ def sweep_configs(path, tasks, overrides):
   return configs
 
 
+def plan_runs():
+  """[(config, workdir, sweep, checkpoint subdir)] the flags ask for, checked."""
+  path = config_flags.get_config_filename(FLAGS["config"])
+  configs = [FLAGS.config]
+  if FLAGS.tasks:
+    if not any(t.strip() for t in FLAGS.tasks):
+      raise ValueError("--tasks is empty; give presets or groups, e.g. --tasks=cube-double")
+    configs = sweep_configs(path, FLAGS.tasks, config_flags.get_override_values(FLAGS["config"]))
+  sweep = population.parse_sweeps(FLAGS.sweep)
+  runs = [(config, "", sweep, "checkpoints") for config in configs]
+  if FLAGS.ablation:
+    runs = ablation_runs(path, configs, FLAGS.ablation, sweep)
+  grouped = bool(FLAGS.tasks or FLAGS.seeds or FLAGS.ablation or sweep)
+  planned = []
+  for config, subdir, run_sweep, ckpt in runs:
+    agents.get(config.method)
+    validation.check_config(config)
+    tasks.check_task(config.env.task)
+    if grouped:
+      workdir = os.path.normpath(os.path.join(
+          FLAGS.workdir or os.path.join("runs", config.method), config.env.task, subdir))
+    else:
+      workdir = FLAGS.workdir or default_workdir(config)
+    planned.append((config, workdir, run_sweep, ckpt))
+  return planned, grouped
+
+
+def _mesh():
+  if not FLAGS.mesh:
+    return None
+  try:
+    pop, data = (int(x) for x in FLAGS.mesh)
+  except ValueError:
+    raise ValueError(f"--mesh={','.join(FLAGS.mesh)}: expected POP,DATA, e.g. --mesh=8,1")
+  return pop, data
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -149,45 +211,29 @@ def main(argv):
                                     FLAGS.process_id)
   from dfp_jax.train import loop as trainer
   try:
-    configs = [FLAGS.config]
-    if FLAGS.tasks:
-      configs = sweep_configs(config_flags.get_config_filename(FLAGS["config"]), FLAGS.tasks,
-                              config_flags.get_override_values(FLAGS["config"]))
-    runs = [(config, "") for config in configs]
-    if FLAGS.ablation:
-      runs = ablation_configs(config_flags.get_config_filename(FLAGS["config"]), configs,
-                              FLAGS.ablation)
-    for config, _ in runs:
-      agents.get(config.method)
-      validation.check_config(config)
-      tasks.check_task(config.env.task)
+    planned, grouped = plan_runs()
+    mesh = _mesh()
+    seeds = [int(s) for s in FLAGS.seeds] if FLAGS.seeds else None
   except (ValueError, ogbench_data.DatasetError) as e:
     sys.exit(f"error: {e}")
-  seeds = [int(s) for s in FLAGS.seeds] if FLAGS.seeds else None
-  sweep = bool(FLAGS.tasks or FLAGS.seeds or FLAGS.ablation)
-  for config, subdir in runs:
-    if sweep:
-      workdir = os.path.normpath(os.path.join(
-          FLAGS.workdir or os.path.join("runs", config.method), config.env.task, subdir))
-    else:
-      workdir = FLAGS.workdir or default_workdir(config)
+  for config, workdir, sweep, ckpt in planned:
     try:
       if jax.process_index() == 0:
         ensure_dataset(config.env)
       if jax.process_count() > 1:  # the others wait until process 0 has the data
         from jax.experimental import multihost_utils
         multihost_utils.sync_global_devices("dataset ready")
-      summaries = trainer.train_and_evaluate(config, workdir,
-                                             seeds=seeds if sweep else None,
-                                             seed_dirs=sweep, overwrite=FLAGS.overwrite)
-    except (ogbench_data.DatasetError, checkpoint.CheckpointError, validation.ConfigError,
+      summaries = trainer.train_and_evaluate(config, workdir, seeds=seeds if grouped else None,
+                                             seed_dirs=grouped, overwrite=FLAGS.overwrite,
+                                             sweep=sweep, mesh=mesh, checkpoint_subdir=ckpt)
+    except (ValueError, ogbench_data.DatasetError, checkpoint.CheckpointError,
             trainer.NonFiniteError) as e:
       sys.exit(f"error: {e}")
     except trainer.Interrupted as e:
       print(f"stopped: {e}", file=sys.stderr)
       sys.exit(128 + int(e.signum))
     for summary in summaries if jax.process_index() == 0 else []:
-      print(f"done: {config.env.task} seed {summary['seed']}: " + ", ".join(
+      print(f"done: {config.env.task} {summary.get('member', summary['seed'])}: " + ", ".join(
           f"{k}={v:.3f}" for k, v in summary.items() if isinstance(v, float)))
 
 

@@ -53,6 +53,9 @@ class AgentState(flax.struct.PyTreeNode):
   config: Any = flax.struct.field(pytree_node=False)
   obs_dim: int = flax.struct.field(pytree_node=False)
   action_dim: int = flax.struct.field(pytree_node=False)
+  # A population member's own values of swept hyperparameters ({} for a lone run, whose
+  # values are the config's constants): traced arrays, vmapped like the seed axis.
+  hparams: Any = flax.struct.field(default_factory=dict)
 
   @property
   def chunk_size(self):  # S = h * action_dim
@@ -64,7 +67,13 @@ class AgentState(flax.struct.PyTreeNode):
 
   @property
   def optimizer(self):
-    return optax.adam(self.config.lr)
+    return optax.adam(hparam(self, "lr"))
+
+
+def hparam(agent, name: str):
+  """A scalar hyperparameter: the member's own (traced) value in a population, else the
+  config's constant."""
+  return agent.hparams[name] if name in agent.hparams else agent.config[name]
 
 
 def create(cls, config, obs_dim: int, action_dim: int, key, init_actor: Callable):
@@ -125,7 +134,7 @@ def td_loss(agent, critic_params, batch, next_chunk, axis_name=None):
   c = agent.config
   next_q = agent.critic.apply({"params": agent.target_critic_params},
                               batch["next_observations"], next_chunk).mean(0)
-  target = batch["rewards"] + c.discount**c.chunk_len * batch["masks"] * next_q
+  target = batch["rewards"] + hparam(agent, "discount")**c.chunk_len * batch["masks"] * next_q
   target = jax.lax.stop_gradient(target)
   q = agent.critic.apply({"params": critic_params}, batch["observations"], batch["actions"])
   loss = masked_mean(jnp.square(q - target).mean(0), batch["valid"], axis_name)
@@ -144,7 +153,7 @@ def per_example_keys(key, batch):
 
 
 def apply_update(agent, batch, keys, *, actor_loss: Callable, sample: Callable,
-                 ema_tau: Optional[float] = None, axis_name: Optional[str] = None):
+                 ema_tau: Optional[Any] = None, axis_name: Optional[str] = None):
   """One gradient step on actor and critic, then the target (and EMA anchor) updates.
 
   actor_loss(agent, actor_params, batch, keys [B, 2], axis_name) -> (loss, info);
@@ -171,7 +180,8 @@ def apply_update(agent, batch, keys, *, actor_loss: Callable, sample: Callable,
   agent = agent.replace(
       actor_params=actor_params, critic_params=critic_params, anchor_params=anchor_params,
       actor_opt_state=actor_opt_state, critic_opt_state=critic_opt_state,
-      target_critic_params=polyak(critic_params, agent.target_critic_params, agent.config.tau),
+      target_critic_params=polyak(critic_params, agent.target_critic_params,
+                                  hparam(agent, "tau")),
       step=agent.step + 1)
   info = {**critic_info, **actor_info,
           "actor/grad_norm": optax.global_norm(actor_grads),

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 
 from dfp_jax import drifting
 from dfp_jax.agents import base
-from dfp_jax.agents.base import q_values, top_k_positives
+from dfp_jax.agents.base import hparam, q_values, top_k_positives
 from dfp_jax.networks import Actor
 from dfp_jax.per_example import fold, normal, repeat_obs
 
@@ -63,6 +63,12 @@ def _policy_samples(agent, obs, keys, num):
   return sample_chunks(agent, agent.actor_params, obs, keys, num)
 
 
+def temperatures(agent):
+  """The kernel temperatures R: the config's tuple, or a member's [n] array in a population."""
+  return agent.hparams["temperatures"] if "temperatures" in agent.hparams else tuple(
+      agent.config.temperatures)
+
+
 def actor_loss(agent, actor_params, batch, keys, axis_name=None, *, use_topk: bool):
   """L_BC (+ lambda * L_topK), both drifting the same generated samples. keys: [B, 2]."""
   c = agent.config
@@ -73,7 +79,7 @@ def actor_loss(agent, actor_params, batch, keys, axis_name=None, *, use_topk: bo
   if c.clip_samples:  # as the released code: a coordinate outside the box gets no gradient
     gen = jnp.clip(gen, -1.0, 1.0)
   drift = functools.partial(
-      drifting.drift_loss, temperatures=tuple(c.temperatures), kernel=c.kernel,
+      drifting.drift_loss, temperatures=temperatures(agent), kernel=c.kernel,
       affinity_floor=c.affinity_floor, relative_floor=c.relative_floor, axis_name=axis_name)
   bc_loss, bc_info = drift(gen, batch["actions"][:, None],
                            sample_mask=batch["valid"] if c.bc_mask_invalid else None)
@@ -85,7 +91,7 @@ def actor_loss(agent, actor_params, batch, keys, axis_name=None, *, use_topk: bo
     positives, weights = top_k_positives(q, candidates, c.top_k, soft=c.topk_mode == "soft")
     topk_loss, topk_info = drift(gen, jax.lax.stop_gradient(positives),
                                  pos_weights=jax.lax.stop_gradient(weights))
-    loss = loss + c.topk_weight * topk_loss
+    loss = loss + hparam(agent, "topk_weight") * topk_loss
     info.update({f"actor/topk_{k}": v for k, v in topk_info.items()})
     info["actor/candidate_q_mean"] = q.mean()
     info["actor/topk_q_mean"] = jax.lax.top_k(q, c.top_k)[0].mean()
@@ -113,7 +119,7 @@ def update(agent: DFPAgent, batch, key, *, online: bool, axis_name: Optional[str
       agent, batch, base.per_example_keys(key, batch),
       actor_loss=functools.partial(actor_loss, use_topk=uses_topk(c, online)),
       sample=_policy_samples,
-      ema_tau=c.ema_tau, axis_name=axis_name)
+      ema_tau=hparam(agent, "ema_tau"), axis_name=axis_name)
 
 
 def act(agent: DFPAgent, obs, key, num_samples: Optional[int] = None):

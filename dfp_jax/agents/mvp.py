@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from dfp_jax.agents import base
-from dfp_jax.agents.base import q_values, top_k_positives
+from dfp_jax.agents.base import hparam, q_values, top_k_positives
 from dfp_jax.networks import MeanVelocity
 from dfp_jax.per_example import fold, masked_mean, normal, repeat_obs, uniform
 
@@ -147,7 +147,7 @@ def actor_loss(agent, params, batch, keys, axis_name=None, *, use_topk: bool):
     q = q_values(agent, agent.critic_params, obs, candidates)
     positives = jax.lax.stop_gradient(top_k_positives(q, candidates, c.top_k)[0])
     topk_loss = jnp.mean(mean_flow_loss(agent, params, obs, positives, fold(keys, 2))[0])
-    loss = loss + c.topk_weight * topk_loss
+    loss = loss + hparam(agent, "topk_weight") * topk_loss
     info.update({"actor/topk_loss": topk_loss, "actor/candidate_q_mean": q.mean()})
   info["actor/loss"] = loss
   return loss, info
@@ -161,7 +161,7 @@ def update(agent: MVPAgent, batch, key, *, online: bool, axis_name: Optional[str
       agent, batch, base.per_example_keys(key, batch),
       actor_loss=functools.partial(actor_loss, use_topk=use_topk),
       sample=_policy_samples,
-      ema_tau=c.ema_tau if c.use_topk else None, axis_name=axis_name)
+      ema_tau=hparam(agent, "ema_tau") if c.use_topk else None, axis_name=axis_name)
 
 
 def act(agent: MVPAgent, obs, key, num_samples: Optional[int] = None):

@@ -1,23 +1,28 @@
 """Checkpoints of a whole training run with orbax, and the checks that make resuming safe.
 
-A checkpoint holds three items:
-  device: the agent states (parameters, optimiser states, target and EMA
-          parameters, step counters) and the update / evaluation keys, as jax
-          arrays; restored onto whatever devices and shardings the resuming
-          run has, so a run can resume on a different device count.
-  host:   numpy arrays of the loop (online replay data, open action-chunk
-          queues, the current episode's actions).
-  meta:   JSON: the step and phase, host RNG states, counters, the config and
-          the dataset fingerprint that a resume must match.
-Saves are asynchronous (orbax copies device arrays before `save` returns;
-host arrays are passed as copies). An interrupted save leaves a temporary
-directory that orbax ignores, so the latest finished checkpoint is always a
-consistent one.
+A checkpoint holds:
+  device:  the agent states (parameters, optimiser states, target and EMA
+           parameters, step counters) and the update / evaluation keys, as jax
+           arrays (orbax, written collectively by every process); restored onto
+           whatever devices and shardings the resuming run has, so a run can
+           resume on a different device count or mesh.
+  meta:    JSON (orbax): the step, the population's members, the config and the
+           dataset fingerprint that a resume must match, the wall time.
+  members: one file per population member, `members/<step>/member_<i>.npz`,
+           written by the process that owns the member: its host arrays (online
+           replay data, open action-chunk queue, the current episode's actions)
+           and its counters and host RNG state. Any process can read any
+           member's file, so a population resumes onto another mesh.
+Member files are written before orbax starts the checkpoint of the same step,
+so the latest finished checkpoint always has them. Orbax saves are
+asynchronous; an interrupted save leaves a temporary directory that orbax
+ignores.
 """
 
 import hashlib
 import json
 import os
+import shutil
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import jax
@@ -91,13 +96,20 @@ def _unpack(arrays: Dict[str, np.ndarray], spec: List):
   return out
 
 
+def _sync(name: str):
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(name)
+
+
 class Checkpointer:
-  """Saves and restores `(device tree, host tree, meta)` under `directory`; keeps the last few."""
+  """Saves and restores a run's (device tree, member files, meta) under `directory`; keeps the
+  last few."""
 
   def __init__(self, directory: str, max_to_keep: int = 2, async_save: bool = True):
     self.directory = os.path.abspath(directory)
     self._manager = ocp.CheckpointManager(
-        self.directory, item_names=("device", "host", "meta"),
+        self.directory, item_names=("device", "meta"),
         options=ocp.CheckpointManagerOptions(max_to_keep=max(1, max_to_keep),
                                              enable_async_checkpointing=async_save,
                                              create=True))
@@ -105,13 +117,31 @@ class Checkpointer:
   def latest_step(self) -> Optional[int]:
     return self._manager.latest_step()
 
-  def save(self, step: int, device_tree, host_tree, meta: Dict):
-    arrays, spec = _pack(host_tree)
-    meta = dict(meta, host_spec=spec)
+  def _member_path(self, step: int, index: int) -> str:
+    return os.path.join(self.directory, "members", str(step), f"member_{index}.npz")
+
+  def save(self, step: int, device_tree, members: Dict[int, Tuple[Dict, Dict]], meta: Dict):
+    """`members`: {population index: (host tree of arrays, JSON-ready dict)} of the members
+    this process writes; every process calls save (the device tree is collective)."""
+    for index, (tree, info) in members.items():
+      path = self._member_path(step, index)
+      os.makedirs(os.path.dirname(path), exist_ok=True)
+      arrays, spec = _pack(tree)
+      tmp = f"{path}.tmp-{os.getpid()}.npz"
+      np.savez(tmp, **arrays, __meta__=np.array(json.dumps({"info": info, "spec": spec})))
+      os.replace(tmp, path)
+    _sync(f"members of checkpoint {step} written")
     self._manager.save(step, args=ocp.args.Composite(
-        device=ocp.args.StandardSave(device_tree),
-        host=ocp.args.StandardSave(arrays),
-        meta=ocp.args.JsonSave(meta)), force=True)
+        device=ocp.args.StandardSave(device_tree), meta=ocp.args.JsonSave(meta)), force=True)
+    if jax.process_index() == 0:
+      self._forget_old_members(step)
+
+  def _forget_old_members(self, step: int):
+    root = os.path.join(self.directory, "members")
+    kept = set(self._manager.all_steps()) | {step}
+    for name in os.listdir(root) if os.path.isdir(root) else []:
+      if name.isdigit() and int(name) < step and int(name) not in kept:
+        shutil.rmtree(os.path.join(root, name), ignore_errors=True)
 
   def read_meta(self, step: int) -> Dict:
     try:
@@ -119,21 +149,28 @@ class Checkpointer:
     except Exception as e:  # orbax raises many types for a damaged directory
       raise CheckpointError(self._unreadable(step, e)) from e
 
-  def restore(self, step: int, device_like, meta: Optional[Dict] = None) -> Tuple[Any, Dict, Dict]:
-    """(device tree laid out like `device_like`, host tree, meta) of checkpoint `step`.
-
-    `meta`, if the caller has already read it (`read_meta`), is not read again.
-    """
+  def restore(self, step: int, device_like, members: Sequence[int],
+              meta: Optional[Dict] = None) -> Tuple[Any, Dict[int, Tuple[Dict, Dict]], Dict]:
+    """(device tree laid out like `device_like`, {index: (host tree, info)} of `members`,
+    meta) of checkpoint `step`. `meta`, if the caller has already read it, is not read again."""
     meta = dict(self.read_meta(step) if meta is None else meta)
     target = jax.tree.map(ocp.utils.to_shape_dtype_struct, device_like)
     try:
-      restored = self._manager.restore(step, args=ocp.args.Composite(
-          device=ocp.args.StandardRestore(target),
-          host=ocp.args.StandardRestore()))
+      device = self._manager.restore(step, args=ocp.args.Composite(
+          device=ocp.args.StandardRestore(target)))["device"]
     except Exception as e:
       raise CheckpointError(self._unreadable(step, e)) from e
-    host = _unpack(restored["host"] or {}, meta.pop("host_spec"))
-    return restored["device"], host, meta
+    loaded = {}
+    for index in members:
+      path = self._member_path(step, index)
+      try:
+        with np.load(path) as f:
+          header = json.loads(str(f["__meta__"]))
+          arrays = {k: f[k] for k in f.files if k != "__meta__"}
+      except (OSError, ValueError, KeyError) as e:
+        raise CheckpointError(self._unreadable(step, e)) from e
+      loaded[index] = (_unpack(arrays, header["spec"]), header["info"])
+    return device, loaded, meta
 
   def restore_raw(self, step: int):
     """The device item of checkpoint `step` as saved (nested dicts of arrays), for inspection."""

@@ -1,9 +1,13 @@
-"""One environment per seed, stepped together: open-loop action chunks, episodes, evaluation.
+"""One environment per member (seed), stepped together: open-loop action chunks, episodes,
+evaluation.
 
-Acting is one vmapped best-of-N' call for every seed whose chunk queue is
-empty; only those seeds consume a key, so each seed's key stream is the one it
-would have alone. Every reset is seeded, so an episode in progress can be
-rebuilt from its reset seed and its actions so far (resuming a checkpoint).
+Acting is one vmapped best-of-N' call for every member whose chunk queue is
+empty; only those members consume a key, so each member's key stream is the
+one it would have alone. Every reset is seeded, so an episode in progress can
+be rebuilt from its reset seed and its actions so far (resuming a checkpoint).
+A process holds the environments of the members it owns (`Placement.rows`);
+acting is a call on the whole population, which in a multi-process run every
+process makes at every step, so the calls stay collective.
 """
 
 import dataclasses
@@ -11,8 +15,11 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
+import jax
+
 from dfp_jax import parallel
 from dfp_jax.train.updates import select_keys, split_keys
+from dfp_jax.train.workdir import any_process
 
 
 def env_seed(seed: int, episode: int) -> int:
@@ -36,13 +43,17 @@ class Episodes:
 
 
 class SeedEnvs:
-  """`len(seeds)` environments of one task, one per seed, and how the policy acts in them."""
+  """`len(seeds)` environments of one task, one per member, and how the policy acts in them."""
 
-  def __init__(self, make_env: Callable, seeds: Sequence[int], chunk_len: int, act_fn: Callable):
+  def __init__(self, make_env: Callable, seeds: Sequence[int], chunk_len: int, act_fn: Callable,
+               placement: Optional[parallel.Placement] = None):
     self.envs = [make_env() for _ in seeds]
     self.seeds = list(seeds)
     self.chunk_len = chunk_len
-    self.act_fn = act_fn  # (agents, obs [S, O], keys [S, 2]) -> chunks [S, h * A]
+    self.act_fn = act_fn  # (agents, obs [M, O], keys [M, 2]) -> chunks [M, h * A]
+    self.placement = placement or parallel.Placement(len(self.seeds))
+    # Several processes: act at every step (a collective), whether or not a member needs to.
+    self._always_act = jax.process_count() > 1
 
   @property
   def obs_dim(self) -> int:
@@ -56,10 +67,12 @@ class SeedEnvs:
                    active: Sequence[bool]):
     """Next action of every active seed, refilling empty queues; returns (actions, keys)."""
     need = np.array([a and not q for a, q in zip(active, queues)])
-    if need.any():
+    if need.any() or self._always_act:
+      place = self.placement
       new_keys, act_keys = split_keys(keys)
-      chunks = parallel.to_host(self.act_fn(agents, np.stack(obs), act_keys))
-      keys = select_keys(need, new_keys, keys)
+      chunks = place.to_host(self.act_fn(agents, place.to_device(np.stack(obs), per_example=False),
+                                         act_keys))
+      keys = select_keys(place.to_device(need, per_example=False), new_keys, keys)
       for s in np.flatnonzero(need):
         queues[s] = list(chunks[s].reshape(self.chunk_len, self.action_dim))
     return [q.pop(0) if a else None for q, a in zip(queues, active)], keys
@@ -113,7 +126,7 @@ class SeedEnvs:
       queues = [[] for _ in range(num)]
       obs = [env.reset(seed=first_seed + ep)[0] for env in self.envs]
       done = [False] * num
-      while not all(done):
+      while any_process(not all(done)) if self._always_act else not all(done):
         actions, keys = self.next_actions(agents, obs, keys, queues, [not d for d in done])
         for s, env in enumerate(self.envs):
           if done[s]:

@@ -51,11 +51,12 @@ class FaultWatch:
   """Checks the 'nonfinite' flags of each dispatch one dispatch late, so the host never waits.
 
   With `skip`, bad updates (already undone on the device) are counted into `skipped`
-  per seed; otherwise `on_fault(first_step, last_step, bad_seed_indices)` is called.
+  per member; otherwise `on_fault(first_step, last_step, bad_member_positions)` is called.
   """
 
-  def __init__(self, skip: bool, on_fault: Callable[[int, int, List[int]], None]):
-    self.skip, self.on_fault = skip, on_fault
+  def __init__(self, skip: bool, on_fault: Callable[[int, int, List[int]], None],
+               read: Callable = parallel.to_host):
+    self.skip, self.on_fault, self.read = skip, on_fault, read  # read: flags -> this process's
     self.skipped: Optional[List[int]] = None  # the run state's counters, set by the loop
     self._pending: Optional[Tuple] = None
 
@@ -68,7 +69,7 @@ class FaultWatch:
       return
     flags, (first, last) = self._pending
     self._pending = None
-    bad = np.asarray(parallel.to_host(flags))
+    bad = np.asarray(self.read(flags))
     if not bad.any():
       return
     if self.skip:

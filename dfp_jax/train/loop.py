@@ -25,7 +25,8 @@ import numpy as np
 
 from dfp_jax import agents, parallel
 from dfp_jax.data import tasks
-from dfp_jax.train import checkpoint, phases, updates, validation, workdir as workdir_lib
+from dfp_jax.train import checkpoint, phases, population, updates, validation
+from dfp_jax.train import workdir as workdir_lib
 from dfp_jax.train import state as state_lib
 from dfp_jax.train.envs import SeedEnvs
 from dfp_jax.train.faults import FaultWatch, Interrupted, NonFiniteError, StopSignals
@@ -36,74 +37,72 @@ from dfp_jax.train.state import RunState
 __all__ = ["train_and_evaluate", "Interrupted", "NonFiniteError"]
 
 
-def _update_fn(method, train_config, multi_host: bool):
-  """The agent's update, data-parallel over every device when there are several;
-  returns (update, mesh or None)."""
-  tc = train_config
+def _placement(config, num_members: int, requested_mesh, multi_host: bool):
+  """Where the members run: a plain vmap on one device, or a (pop, data) mesh over all."""
+  tc = config.train
   if multi_host and not tc.data_parallel:
     raise validation.ConfigError("a multi-process run needs train.data_parallel=True")
-  if not (tc.data_parallel and jax.device_count() > 1):
-    return method.update, None
-  mesh = parallel.make_mesh()
-  if tc.batch_size % mesh.size:
-    raise validation.ConfigError(
-        f"config train.batch_size={tc.batch_size}: must be divisible by the {mesh.size} devices")
-  return parallel.data_parallel(method.update, mesh), mesh
+  if not tc.data_parallel or (jax.device_count() == 1 and requested_mesh is None):
+    return parallel.Placement(num_members)
+  try:
+    pop, data = parallel.mesh_shape(num_members, jax.device_count(), tc.batch_size,
+                                    requested_mesh)
+  except ValueError as e:
+    raise validation.ConfigError(str(e)) from e
+  return parallel.Placement(num_members, parallel.population_mesh(pop, data))
 
 
-def _fresh_state(method, config, layout, envs: SeedEnvs, multi_host: bool):
-  """Initial agents and key streams of every seed; returns (state, update fn, batch placer)."""
-  seeds = layout.seeds
-  keys = jnp.stack([jax.random.PRNGKey(s) for s in seeds])
+def _fresh_state(method, config, layout, place, obs_dim: int, action_dim: int):
+  """Initial agents and key streams of every member (padded members repeat the last)."""
+  members = layout.members
+  padded = [members[min(i, len(members) - 1)] for i in range(place.padded)]
+  keys = jnp.stack([jax.random.PRNGKey(m.seed) for m in padded])
   keys, init_keys = updates.split_keys(keys)
-  agent_states = jax.vmap(lambda k: method.create(config.agent, envs.obs_dim, envs.action_dim,
+  agent_states = jax.vmap(lambda k: method.create(config.agent, obs_dim, action_dim,
                                                   k))(init_keys)
-  agent_update, mesh = _update_fn(method, config.train, multi_host)
+  hparams = population.hparams(padded)
+  if hparams:  # each member's swept values, read inside the update (agents.base.hparam)
+    agent_states = agent_states.replace(hparams={k: jnp.asarray(v) for k, v in hparams.items()})
   # Evaluation draws from its own key stream so evaluating never changes training.
   keys, eval_keys = updates.split_keys(keys)
-  global_batch = lambda batch, lead: batch
-  if multi_host:
-    # Every process samples the same global batch (same seeds) and transfers its shard.
+  if place.mesh is not None:
     agent_states, keys, eval_keys = parallel.to_global(
-        jax.device_get((agent_states, keys, eval_keys)), mesh, parallel.P())
-    axis = lambda lead: parallel.P(*([None] * lead), parallel.DATA_AXIS)
-    global_batch = lambda batch, lead: parallel.to_global(batch, mesh, axis(lead))
-  return RunState.fresh(agent_states, keys, eval_keys, seeds), agent_update, global_batch
+        jax.device_get((agent_states, keys, eval_keys)), place.mesh, parallel.P(parallel.POP_AXIS))
+  return RunState.fresh(agent_states, keys, eval_keys, [members[i].seed for i in place.rows])
 
 
-def _resume(ckpt, layout, state: RunState, is_main: bool):
-  """`state` restored from the latest checkpoint; returns (state, host arrays)."""
-  latest = ckpt.latest_step()
-  meta = ckpt.read_meta(latest)
-  if meta.get("seeds") != list(layout.seeds):
+def _check_resumable(ckpt, layout):
+  """The latest checkpoint's meta, if it is this run's."""
+  meta = ckpt.read_meta(ckpt.latest_step())
+  if meta.get("members") != [m.name for m in layout.members]:
     raise checkpoint.CheckpointError(
-        f"{layout.ckpt_dir} holds seeds {meta.get('seeds')}, this run asks for "
-        f"{list(layout.seeds)}; use the same --seeds, another --workdir, or --overwrite")
-  checkpoint.check_same_config(layout.ckpt_dir, meta.get("config", {}),
-                               layout.resolved(layout.seeds[0]))
+        f"{layout.ckpt_dir} holds members {meta.get('members')}, this run asks for "
+        f"{[m.name for m in layout.members]}; use the same --seeds and --sweep, another "
+        "--workdir, or --overwrite")
+  checkpoint.check_same_config(layout.ckpt_dir, meta.get("config", {}), layout.resolved(0))
+  return meta
+
+
+def _resume(run_parts, state: RunState, meta, is_main: bool):
+  """`state` restored from the latest checkpoint; environments rebuilt mid-episode when the
+  online phase had started."""
+  ckpt, layout, place, envs, tc = run_parts
   device_like = {"agent": state.agents, "keys": state.keys, "eval_keys": state.eval_keys}
-  device, host, meta = ckpt.restore(latest, device_like, meta)
+  device, members, meta = ckpt.restore(meta["step"], device_like, place.rows, meta)
+  state, saved_obs = state_lib.restore(state, device, members, place.rows, meta)
   if is_main:
-    print(f"resuming {layout.workdir} from its checkpoint at step {meta['step']}")
-  return state_lib.restore(state, device, meta), host
+    print(f"resuming {layout.workdir} from its checkpoint at step {state.step}")
+  if state.step > tc.offline_steps:
+    state.episodes.obs = envs.replay(state.episodes)
+    gap = max(float(np.max(np.abs(o - saved))) for o, saved in zip(state.episodes.obs, saved_obs))
+    if gap > 1e-5:
+      print(f"warning: replayed environments differ from the checkpoint's by {gap:.2e}; "
+            "the resumed run will not exactly match an uninterrupted one")
+  return state
 
 
-def _resume_episodes(state: RunState, host, envs: SeedEnvs, online_steps_done: bool,
-                     is_main: bool):
-  """Online replay data and chunk queues from the checkpoint; environments rebuilt
-  mid-episode when the online phase had started."""
-  saved_obs = state_lib.load_host(state, host)
-  if not online_steps_done:
-    return
-  state.episodes.obs = envs.replay(state.episodes)
-  gap = max(float(np.max(np.abs(o - saved))) for o, saved in zip(state.episodes.obs, saved_obs))
-  if gap > 1e-5 and is_main:
-    print(f"warning: replayed environments differ from the checkpoint's by {gap:.2e}; "
-          "the resumed run will not exactly match an uninterrupted one")
-
-
-def _fault_handler(ckpt, ckpt_dir: str, seeds):
-  def on_fault(first, last_step, bad_seeds):
+def _fault_handler(ckpt, ckpt_dir: str, members):
+  def on_fault(first, last_step, bad):
     if ckpt is not None:
       ckpt.wait()
     good = ckpt.latest_step() if ckpt is not None else None
@@ -111,60 +110,68 @@ def _fault_handler(ckpt, ckpt_dir: str, seeds):
              else "there is no checkpoint yet")
     raise NonFiniteError(
         f"NaN or inf in the losses or parameters in steps {first + 1}-{last_step} "
-        f"(seed {', '.join(str(seeds[s]) for s in bad_seeds)}); stopped, {where}. "
+        f"({', '.join(members[s].name for s in bad)}); stopped, {where}. "
         "Set train.on_nonfinite=skip to skip such updates instead")
   return on_fault
 
 
-def setup(config, layout, mode: str, is_main: bool):
+def setup(config, layout, mode: str, is_main: bool, mesh=None):
   """The run's fixed parts and its state (fresh, or restored from the latest checkpoint)."""
   tc, ac = config.train, config.agent
   multi_host = jax.process_count() > 1
   method = agents.get(config.method)
+  place = _placement(config, len(layout.members), mesh, multi_host)
+  seeds = [layout.members[i].seed for i in place.rows]
   act_fn = updates.make_act_fn(method)
   make_env = functools.partial(tasks.make_env, config.env)
-  envs = SeedEnvs(make_env, layout.seeds, ac.chunk_len, act_fn)
-  eval_envs = SeedEnvs(make_env, layout.seeds, ac.chunk_len, act_fn)
-  state, agent_update, global_batch = _fresh_state(method, config, layout, envs, multi_host)
-  offline_update, online_update = updates.make_update_fns(agent_update,
-                                                          tc.on_nonfinite == "skip")
+  envs = SeedEnvs(make_env, seeds, ac.chunk_len, act_fn, place)
+  eval_envs = SeedEnvs(make_env, seeds, ac.chunk_len, act_fn, place)
+  state = _fresh_state(method, config, layout, place, envs.obs_dim, envs.action_dim)
+  offline_update, online_update = updates.make_update_fns(
+      method.update, tc.on_nonfinite == "skip", place.mesh)
   ckpt = (checkpoint.Checkpointer(layout.ckpt_dir, tc.keep_checkpoints, tc.async_checkpointing)
           if tc.checkpoint_interval > 0 or mode == "resume" else None)
-  host = None
-  if mode == "resume":
-    state, host = _resume(ckpt, layout, state, is_main)
+  meta = _check_resumable(ckpt, layout) if mode == "resume" else None
+  if meta is not None:
+    state.fingerprints = meta["fingerprints"]
   data = OfflineData(config.env, tc.offline_steps)
-  state.buffers = make_buffers(data.load(state.step, state.fingerprints), len(layout.seeds), tc)
-  if host is not None:
-    _resume_episodes(state, host, envs, state.step > tc.offline_steps, is_main)
-  if is_main:
-    layout.write_configs()
-  outputs = Outputs(layout.run_dirs if is_main else [], tc,
+  state.buffers = make_buffers(data.load(meta["step"] if meta else 0, state.fingerprints),
+                               len(place.rows), tc)
+  if meta is not None:
+    state = _resume((ckpt, layout, place, envs, tc), state, meta, is_main)
+  layout.write_configs(place.writes)
+  outputs = Outputs([layout.run_dirs[i] for i in place.writes],
+                    [place.rows.index(i) for i in place.writes], tc,
                     state.step if mode == "resume" else None, state.step, is_main)
-  watch = FaultWatch(tc.on_nonfinite == "skip", _fault_handler(ckpt, layout.ckpt_dir,
-                                                               layout.seeds))
+  watch = FaultWatch(tc.on_nonfinite == "skip",
+                     _fault_handler(ckpt, layout.ckpt_dir, [layout.members[i] for i in place.rows]),
+                     place.to_host)
   watch.skipped = state.skipped
   run = Run(config, layout, envs, eval_envs, offline_update, online_update,
-            jax.jit(jax.vmap(method.start_online)), global_batch, data, ckpt, outputs, watch,
-            StopSignals(), is_main, multi_host, time.time())
+            jax.jit(jax.vmap(method.start_online)), place,
+            [layout.member_config(i).agent.discount for i in place.rows], data, ckpt, outputs,
+            watch, StopSignals(), is_main, multi_host, time.time())
   return run, state
 
 
 def _finish(run: Run, state: RunState) -> List[Dict]:
-  """Per-seed summaries, written with the learning curves by process 0."""
-  tc = run.tc
+  """Summaries of the members this process holds; their writers also save them with the
+  learning curves."""
+  tc, layout, place = run.tc, run.layout, run.placement
   wall = state.wall_time_s + time.time() - run.t_start
-  for s, summary in enumerate(state.summaries):
+  for s, (summary, index) in enumerate(zip(state.summaries, place.rows)):
     last = state.last[s]
     summary.update({
         "final_success": last["success"], "final_return": last.get("return", np.nan),
-        "wall_time_s": wall, "num_seeds_vectorised": len(run.layout.seeds),
+        "wall_time_s": wall, "num_seeds_vectorised": len(layout.members),
         "num_devices": jax.device_count(), "num_processes": jax.process_count(),
         "offline_steps": tc.offline_steps, "online_steps": tc.online_steps,
-        "task": run.config.env.task, "seed": run.layout.seeds[s]})
+        "task": run.config.env.task, "seed": layout.members[index].seed,
+        "member": layout.members[index].name, "process_index": jax.process_index()})
     if tc.on_nonfinite == "skip":
       summary["skipped_steps"] = state.skipped[s]
-  for d, summary in zip(run.layout.run_dirs if run.is_main else [], state.summaries):
+  for index in place.writes:
+    d, summary = layout.run_dirs[index], state.summaries[place.rows.index(index)]
     if tc.eval_episodes > 0:
       plot_learning_curve(d, tc.offline_steps)
     with open(os.path.join(d, "summary.json"), "w") as f:
@@ -173,14 +180,19 @@ def _finish(run: Run, state: RunState) -> List[Dict]:
 
 
 def train_and_evaluate(config, workdir: str, seeds: Optional[Sequence[int]] = None,
-                       seed_dirs: Optional[bool] = None, overwrite: bool = False) -> List[Dict]:
-  """Train one task for one or several seeds (vectorised); returns per-seed summaries.
+                       seed_dirs: Optional[bool] = None, overwrite: bool = False,
+                       sweep: Optional[Dict[str, List]] = None, mesh=None,
+                       checkpoint_subdir: str = "checkpoints") -> List[Dict]:
+  """Train one task for a population of seeds x swept values (vectorised); returns the
+  summaries of the members this process holds.
 
-  `seeds` defaults to [config.seed]. Seed k writes to `<workdir>/seed_<k>/`
-  when `seed_dirs` (default: when `seeds` is given), else to `workdir`. Each
-  run dir gets config.json, train.csv, eval.csv, TensorBoard events,
-  learning_curve.png and summary.json; checkpoints of all seeds go to
-  `<workdir>/checkpoints/`.
+  `seeds` defaults to [config.seed]; `sweep` maps swept fields to their values
+  (`population.SWEEPABLE`). Member (seed k, values v) writes to
+  `<workdir>/<field>=<v>/.../seed_<k>/` when `seed_dirs` (default: when `seeds` or `sweep` is
+  given), else to `workdir`. Each member's dir gets config.json, train.csv, eval.csv,
+  TensorBoard events, learning_curve.png and summary.json; checkpoints of the whole
+  population go to `<workdir>/<checkpoint_subdir>/`. `mesh=(pop, data)` lays the population over
+  the devices (default: parallel.mesh_shape).
 
   A workdir that already holds this run resumes from its latest checkpoint
   (or returns the summaries of a finished run); one that holds another run is
@@ -188,14 +200,16 @@ def train_and_evaluate(config, workdir: str, seeds: Optional[Sequence[int]] = No
   Interrupted; a NaN/inf raises NonFiniteError (train.on_nonfinite='stop').
   """
   validation.check_config(config)
-  layout = workdir_lib.Layout.create(config, workdir, seeds, seed_dirs)
-  is_main = jax.process_index() == 0  # the one process that writes
+  if sweep:
+    population.check_sweep(sweep)
+  layout = workdir_lib.Layout.create(config, workdir, seeds, seed_dirs, sweep, checkpoint_subdir)
+  is_main = jax.process_index() == 0  # the one process that prints
   mode, found = workdir_lib.prepare(layout, overwrite, is_main)
   if mode == "complete":
     if is_main:
       print(f"{workdir}: this run is already complete; pass --overwrite to train it again")
     return found
-  run, state = setup(config, layout, mode, is_main)
+  run, state = setup(config, layout, mode, is_main, mesh)
   try:
     with run.signals:
       state = phases.offline_phase(run, state)

@@ -14,7 +14,6 @@ from typing import Dict, List, Optional
 import jax
 import numpy as np
 
-from dfp_jax import parallel
 from dfp_jax.train import state as state_lib
 from dfp_jax.train.faults import Interrupted
 from dfp_jax.train.metrics import to_scalars
@@ -33,10 +32,12 @@ def save(run: Run, state: RunState):
   if run.ckpt is None:
     return
   run.watch.flush()
-  layout = run.layout
-  wall = state.wall_time_s + time.time() - run.t_start
-  items = state_lib.checkpoint_items(state, layout.seeds, layout.resolved(layout.seeds[0]),
-                                     run.envs.obs_dim, run.envs.action_dim, wall)
+  layout, place = run.layout, run.placement
+  meta = {"seeds": list(layout.seeds), "members": [m.name for m in layout.members],
+          "config": layout.resolved(0),
+          "wall_time_s": state.wall_time_s + time.time() - run.t_start}
+  items = state_lib.checkpoint_items(state, place.rows, set(place.writes), meta,
+                                     run.envs.obs_dim, run.envs.action_dim)
   run.ckpt.save(state.step, *items)
 
 
@@ -77,13 +78,25 @@ def evaluate(run: Run, state: RunState, phase: str):
                               success=f"{np.mean([r['success'] for r in results]):.2f}")
 
 
+def metric_name(key: str, member) -> str:
+  """A population's per-position temperature metric ('..._t0') named by the member's own R,
+  as a lone run names it ('..._r0.05')."""
+  temps = dict(member.values).get("agent.temperatures")
+  head, sep, tail = key.rpartition("_t")
+  if temps is None or not sep or not tail.isdigit():
+    return key
+  return f"{head}_r{temps[int(tail)]}"
+
+
 def log_train(run: Run, state: RunState, info, extra: List[Dict[str, float]]):
-  """One train row per seed: the update's metrics plus `extra`."""
+  """One train row per member this process holds: the update's metrics plus `extra`."""
   run.watch.flush()
-  info = parallel.to_host(info)  # once, then one row per seed
+  info = run.placement.to_host(info)  # once, then one row per member
   rows = []
-  for s in range(len(run.layout.seeds)):
-    row = {**to_scalars({k: v[s] for k, v in info.items() if k != "nonfinite"}), **extra[s]}
+  for s, index in enumerate(run.placement.rows):
+    member = run.layout.members[index]
+    row = {**to_scalars({metric_name(k, member): v[s] for k, v in info.items()
+                         if k != "nonfinite"}), **extra[s]}
     if run.tc.on_nonfinite == "skip":
       row["skipped_steps"] = state.skipped[s]
     rows.append(row)
@@ -110,17 +123,18 @@ def offline_phase(run: Run, state: RunState) -> RunState:
       n = min(n, interval - step % interval)
       if run.data.needs_reload(step):
         state.buffers = make_buffers(run.data.load(step, state.fingerprints),
-                                     len(run.layout.seeds), tc)
-    batches = stack([sample_batch(state.buffers, state.rngs, tc, ac) for _ in range(n)])
+                                     len(run.placement.rows), tc)
+    batches = stack([sample_batch(state.buffers, state.rngs, tc, ac.chunk_len, run.discounts)
+                     for _ in range(n)])  # [n, M, B, ...]
     state.agents, state.keys, info = run.offline_update(
-        state.agents, run.global_batch(batches, 2), state.keys)  # batches: [n, S, B, ...]
+        state.agents, run.placement.to_device(batches, lead=1), state.keys)
     run.watch.push(info["nonfinite"], (step, step + n))
     state.step = step + n
     run.outputs.bar.update(n)
     if due(step, state.step, tc.log_interval, end):
       jax.block_until_ready(info)  # so the rate below is a real one
       rate = (state.step - step_log) / max(time.time() - t_log, 1e-9)
-      log_train(run, state, info, [{"steps_per_s": rate}] * len(run.layout.seeds))
+      log_train(run, state, info, [{"steps_per_s": rate}] * len(run.placement.rows))
       step_log, t_log = state.step, time.time()
     if due(step, state.step, tc.eval_interval, end):
       evaluate(run, state, "offline")
@@ -158,7 +172,8 @@ def online_phase(run: Run, state: RunState) -> RunState:
     state.keys = run.envs.step(state.agents, state.keys, state.episodes, state.buffers)
     prev, state.step = state.step, tc.offline_steps + env_step
     if env_step >= tc.start_training:
-      batch = run.global_batch(sample_batch(state.buffers, state.rngs, tc, ac), 1)
+      batch = run.placement.to_device(
+          sample_batch(state.buffers, state.rngs, tc, ac.chunk_len, run.discounts))
       state.agents, state.keys, info = run.online_update(state.agents, batch, state.keys)
       run.watch.push(info["nonfinite"], (prev, state.step))
       if due(env_step - 1, env_step, tc.log_interval):

@@ -55,10 +55,11 @@ def make_buffers(dataset, num_seeds: int, train_config) -> List[ReplayBuffer]:
   return [ReplayBuffer(dataset, train_config.online_steps, capacity) for _ in range(num_seeds)]
 
 
-def sample_batch(buffers, rngs, train_config, agent_config) -> Dict[str, np.ndarray]:
-  """One minibatch per seed, stacked: [S, B, ...]."""
-  batches = [b.sample(r, train_config.batch_size, agent_config.chunk_len, agent_config.discount)
-             for b, r in zip(buffers, rngs)]
+def sample_batch(buffers, rngs, train_config, chunk_len: int,
+                 discounts: Sequence[float]) -> Dict[str, np.ndarray]:
+  """One minibatch per member, stacked: [M, B, ...] (each with its own discount)."""
+  batches = [b.sample(r, train_config.batch_size, chunk_len, d)
+             for b, r, d in zip(buffers, rngs, discounts)]
   return stack(batches)
 
 
@@ -67,11 +68,16 @@ def stack(batches: Sequence[Dict[str, np.ndarray]]) -> Dict[str, np.ndarray]:
 
 
 class Outputs:
-  """Per-seed CSV / TensorBoard loggers (process 0 only) and the progress bar."""
+  """CSV / TensorBoard loggers of the members this process writes, and the progress bar.
 
-  def __init__(self, run_dirs: Sequence[str], train_config, resume_step: Optional[int],
-               step: int, show: bool):
+  `positions` are those members' places in the process's host lists; rows are passed for
+  every member the process holds and written for those.
+  """
+
+  def __init__(self, run_dirs: Sequence[str], positions: Sequence[int], train_config,
+               resume_step: Optional[int], step: int, show: bool):
     tc = train_config
+    self.positions = list(positions)
     self.loggers = [MetricsLogger(d, tensorboard=tc.tensorboard, resume_step=resume_step)
                     for d in run_dirs]
     self.bar = tqdm(total=tc.offline_steps + tc.online_steps, initial=step,
@@ -79,8 +85,8 @@ class Outputs:
                     disable=not (tc.progress_bar and show), dynamic_ncols=True, mininterval=2.0)
 
   def write(self, stream: str, step: int, rows: Sequence[Dict[str, float]]):
-    for logger, row in zip(self.loggers, rows):
-      logger.write(stream, step, row)
+    for logger, position in zip(self.loggers, self.positions):
+      logger.write(stream, step, rows[position])
 
   def close(self):
     self.bar.close()
@@ -93,12 +99,13 @@ class Run:
   """Everything about a run that does not change while it trains."""
   config: Any
   layout: Layout
-  envs: SeedEnvs                 # training environments, one per seed
-  eval_envs: SeedEnvs            # evaluation environments, one per seed
-  offline_update: Callable       # (agents, batches [k, S, B, ...], keys) -> (agents, keys, info)
-  online_update: Callable        # (agents, batch [S, B, ...], keys) -> (agents, keys, info)
+  envs: SeedEnvs                 # training environments, one per member this process holds
+  eval_envs: SeedEnvs            # evaluation environments, likewise
+  offline_update: Callable       # (agents, batches [k, M, B, ...], keys) -> (agents, keys, info)
+  online_update: Callable        # (agents, batch [M, B, ...], keys) -> (agents, keys, info)
   start_online: Callable         # agents -> agents (pi_old <- pi_theta)
-  global_batch: Callable         # (host batch, leading axes) -> the batch the update takes
+  placement: Any                 # parallel.Placement: mesh, padding, this process's members
+  discounts: List[float]         # gamma of each member this process holds (may be swept)
   data: OfflineData
   ckpt: Optional[checkpoint.Checkpointer]
   outputs: Outputs

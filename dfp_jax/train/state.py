@@ -5,10 +5,12 @@ the agents and keys (device), and per seed the replay buffer's online part,
 the minibatch RNG, the environment's episode in progress and the counters
 (host). Phases take the state and return it; its host parts (buffers, RNGs,
 episodes) are updated in place as the environments and buffers live there.
+In a population the device parts hold every member and the host lists hold
+the members this process owns (`Placement.rows`), in that order.
 """
 
 import dataclasses
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List
 
 import numpy as np
 
@@ -38,44 +40,45 @@ class RunState:
                [{} for _ in range(n)], {}, 0.0)
 
 
-def checkpoint_items(state: RunState, seeds, config: Dict, obs_dim: int, action_dim: int,
-                     wall_time_s: float) -> Tuple[Dict, Dict, Dict]:
-  """(device tree, host tree, meta) of `state`, as the checkpointer saves them."""
+def checkpoint_items(state: RunState, rows, writes, meta: Dict, obs_dim: int, action_dim: int):
+  """(device tree, {population index: (host tree, info)}, meta) of `state`, as the
+  checkpointer saves them; `rows` are the population indices of the state's host lists
+  and `writes` the ones this process saves."""
   ep = state.episodes
   device = {"agent": state.agents, "keys": state.keys, "eval_keys": state.eval_keys}
-  host = {f"seed_{s}": {
-      "buffer": state.buffers[s].online_state(),
-      "queue": np.array(ep.queues[s], np.float32).reshape(-1, action_dim),
-      "episode_actions": np.array(ep.actions[s], np.float32).reshape(-1, action_dim),
-      "obs": np.asarray(ep.obs[s] if ep.obs[s] is not None else np.zeros(obs_dim), np.float32)}
-      for s in range(len(seeds))}
-  meta = {"step": state.step, "seeds": list(seeds), "config": config, "episodes": ep.count,
-          "skipped": state.skipped, "ep_success": ep.successes, "last": state.last,
-          "summaries": state.summaries, "fingerprints": state.fingerprints,
-          "wall_time_s": wall_time_s, "rngs": [r.bit_generator.state for r in state.rngs]}
-  return device, host, meta
+  members = {}
+  for s, index in enumerate(rows):
+    if index not in writes:
+      continue
+    host = {"buffer": state.buffers[s].online_state(),
+            "queue": np.array(ep.queues[s], np.float32).reshape(-1, action_dim),
+            "episode_actions": np.array(ep.actions[s], np.float32).reshape(-1, action_dim),
+            "obs": np.asarray(ep.obs[s] if ep.obs[s] is not None else np.zeros(obs_dim),
+                              np.float32)}
+    info = {"episodes": ep.count[s], "ep_success": ep.successes[s], "skipped": state.skipped[s],
+            "last": state.last[s], "summary": state.summaries[s],
+            "rng": state.rngs[s].bit_generator.state}
+    members[index] = (host, info)
+  meta = dict(meta, step=state.step, fingerprints=state.fingerprints)
+  return device, members, meta
 
 
-def restore(state: RunState, device: Dict, meta: Dict) -> RunState:
-  """`state` with a checkpoint's device tree and counters (host arrays: `load_host`)."""
+def restore(state: RunState, device: Dict, members: Dict, rows, meta: Dict):
+  """`state` with a checkpoint's device tree, counters and host arrays; returns (state, the
+  observations the checkpoint saved per member, to check replayed environments against)."""
   state.agents, state.keys, state.eval_keys = device["agent"], device["keys"], device["eval_keys"]
-  state.step, state.skipped = meta["step"], meta["skipped"]
-  state.episodes.count, state.episodes.successes = meta["episodes"], meta["ep_success"]
-  state.last, state.summaries = meta["last"], meta["summaries"]
-  state.fingerprints, state.wall_time_s = meta["fingerprints"], meta["wall_time_s"]
-  for r, rng_state in zip(state.rngs, meta["rngs"]):
-    r.bit_generator.state = rng_state
-  return state
-
-
-def load_host(state: RunState, host: Dict) -> Optional[List[np.ndarray]]:
-  """Online replay data, open chunk queues and episode actions of a checkpoint's host tree;
-  returns the observations it saved (to check the replayed environments against)."""
+  state.step, state.fingerprints = meta["step"], meta["fingerprints"]
+  state.wall_time_s = meta["wall_time_s"]
   saved_obs = []
-  for s, buffer in enumerate(state.buffers):
-    h = host[f"seed_{s}"]
-    buffer.load_online_state(h["buffer"])
-    state.episodes.queues[s] = list(h["queue"])
-    state.episodes.actions[s] = list(h["episode_actions"])
-    saved_obs.append(h["obs"])
-  return saved_obs
+  for s, index in enumerate(rows):
+    host, info = members[index]
+    ep = state.episodes
+    ep.count[s], ep.successes[s] = info["episodes"], info["ep_success"]
+    state.skipped[s], state.last[s], state.summaries[s] = (info["skipped"], info["last"],
+                                                           info["summary"])
+    state.rngs[s].bit_generator.state = info["rng"]
+    state.buffers[s].load_online_state(host["buffer"])
+    ep.queues[s] = list(host["queue"])
+    ep.actions[s] = list(host["episode_actions"])
+    saved_obs.append(host["obs"])
+  return state, saved_obs

@@ -5,6 +5,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from dfp_jax import parallel
+
 
 @jax.jit
 def split_keys(keys):
@@ -19,40 +21,44 @@ def select_keys(need, new_keys, keys):
   return jnp.where(need[:, None], new_keys, keys)
 
 
-def guard_nonfinite(update, skip: bool):
-  """`update` that reports NaN/inf in its metrics or new state as info['nonfinite'] (0 or 1).
+def check_finite(new, info, old, skip: bool):
+  """(new or, with `skip` and NaN/inf anywhere in `new` or `info`, old; info with
+  'nonfinite' = 0 or 1)."""
+  leaves = [x for x in jax.tree.leaves((new, info)) if jnp.issubdtype(x.dtype, jnp.inexact)]
+  finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+  if skip:
+    new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+  return new, {**info, "nonfinite": 1.0 - finite.astype(jnp.float32)}
 
-  With `skip`, such an update leaves the state as it was (the step is skipped).
+
+def make_update_fns(agent_update, skip_nonfinite: bool = False, mesh=None):
+  """Jitted (offline, online) updates over a leading member (seed) axis.
+
+  Without a mesh the members are a vmap on one device; with a (pop, data) mesh they are
+  sharded along `pop` and each member's batch along `data` (parallel.population_parallel).
+  Offline runs k steps per dispatch in a scan over stacked batches [k, M, B, ...]; its info
+  is the last step's, except 'nonfinite', which counts the bad steps. Both take and return
+  (states, keys), splitting every member's key once per step.
   """
 
-  def guarded(state, batch, key, **kwargs):
-    new, info = update(state, batch, key, **kwargs)
-    leaves = [x for x in jax.tree.leaves((new, info)) if jnp.issubdtype(x.dtype, jnp.inexact)]
-    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
-    if skip:
-      new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state)
-    return new, {**info, "nonfinite": 1.0 - finite.astype(jnp.float32)}
+  def member(state, batch, key, axis_name, online):
+    new, info = agent_update(state, batch, key, online=online, axis_name=axis_name)
+    if axis_name is not None:
+      info = jax.lax.pmean(info, axis_name)
+    return check_finite(new, info, state, skip_nonfinite)
 
-  return guarded
-
-
-def make_update_fns(agent_update, skip_nonfinite: bool = False):
-  """Jitted (offline, online) updates over a leading seed axis.
-
-  Offline runs k steps per dispatch in a scan over stacked batches [k, S, B, ...];
-  its info is the last step's, except 'nonfinite', which counts the bad steps.
-  Both take and return (states, keys), splitting every seed's key once per step.
-  """
-  agent_update = guard_nonfinite(agent_update, skip_nonfinite)
-
-  def seeds_update(states, batches, keys, online):
-    return jax.vmap(functools.partial(agent_update, online=online))(states, batches, keys)
+  def members_update(states, batches, keys, online):
+    if mesh is None:
+      return jax.vmap(functools.partial(member, axis_name=None, online=online))(
+          states, batches, keys)
+    return parallel.population_parallel(functools.partial(member, online=online), mesh)(
+        states, batches, keys)
 
   def scanned(states, batches, keys):
     def body(carry, batch):
       states, keys = carry
       keys, step_keys = split_keys(keys)
-      states, info = seeds_update(states, batch, step_keys, False)
+      states, info = members_update(states, batch, step_keys, False)
       return (states, keys), info
     (states, keys), infos = jax.lax.scan(body, (states, keys), batches)
     info = jax.tree.map(lambda x: x[-1], infos)
@@ -61,7 +67,7 @@ def make_update_fns(agent_update, skip_nonfinite: bool = False):
 
   def online(states, batches, keys):
     keys, step_keys = split_keys(keys)
-    states, info = seeds_update(states, batches, step_keys, True)
+    states, info = members_update(states, batches, step_keys, True)
     return states, keys, info
 
   return jax.jit(scanned), jax.jit(online)

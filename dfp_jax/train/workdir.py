@@ -9,7 +9,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import jax
 import numpy as np
 
-from dfp_jax.train import checkpoint
+from dfp_jax.train import checkpoint, population
+from dfp_jax.train.population import Member
 
 # What a run writes into each seed's directory.
 RUN_FILES = ("config.json", "train.csv", "eval.csv", "summary.json", "learning_curve.png", "tb")
@@ -32,37 +33,48 @@ def any_process(flag: bool) -> bool:
 
 @dataclasses.dataclass(frozen=True)
 class Layout:
-  """A run's directories: one per seed, and one checkpoint directory for all seeds."""
+  """A run's directories: one per population member, one checkpoint directory for all."""
   workdir: str
-  seeds: Tuple[int, ...]
+  members: Tuple[Member, ...]
   run_dirs: Tuple[str, ...]
   ckpt_dir: str
   config: object  # the run's ConfigDict
 
   @classmethod
   def create(cls, config, workdir: str, seeds: Optional[Sequence[int]],
-             seed_dirs: Optional[bool]) -> "Layout":
-    """Seed k writes to `<workdir>/seed_<k>/` when `seed_dirs` (default: when `seeds` is
-    given), else to `workdir`; `seeds` defaults to [config.seed]."""
-    seed_dirs = seeds is not None if seed_dirs is None else seed_dirs
-    seeds = tuple([config.seed] if seeds is None else [int(s) for s in seeds])
-    if not seed_dirs and len(seeds) > 1:
+             seed_dirs: Optional[bool], sweep: Optional[Dict[str, List]] = None,
+             checkpoint_subdir: str = "checkpoints") -> "Layout":
+    """Member (seed k, swept values v) writes to `<workdir>/<field>=<v>/.../seed_<k>/` when
+    `seed_dirs` (default: when `seeds` or `sweep` is given), else to `workdir`; `seeds`
+    defaults to [config.seed]."""
+    seed_dirs = (seeds is not None or bool(sweep)) if seed_dirs is None else seed_dirs
+    seeds = [config.seed] if seeds is None else [int(s) for s in seeds]
+    bad = sorted({s for s in seeds if seeds.count(s) > 1})
+    if bad:
+      raise ValueError(f"seed {bad[0]} is given twice; each seed trains once")
+    members = tuple(population.members(seeds, sweep or {}))
+    if not seed_dirs and len(members) > 1:
       raise ValueError("several seeds need seed_dirs")
-    run_dirs = (tuple(os.path.join(workdir, f"seed_{s}") for s in seeds) if seed_dirs
+    run_dirs = (tuple(os.path.join(workdir, m.name) for m in members) if seed_dirs
                 else (workdir,))
-    return cls(workdir, seeds, run_dirs, os.path.join(workdir, "checkpoints"), config)
+    return cls(workdir, members, run_dirs, os.path.join(workdir, checkpoint_subdir), config)
 
-  def resolved(self, seed: int) -> Dict:
-    """The config of seed `seed` as JSON-ready dicts (config.json, checkpoint checks)."""
-    c = self.config.copy_and_resolve_references()
-    c.seed = seed
-    return json.loads(c.to_json_best_effort())
+  @property
+  def seeds(self) -> Tuple[int, ...]:
+    return tuple(m.seed for m in self.members)
 
-  def write_configs(self):
-    for d, s in zip(self.run_dirs, self.seeds):
-      os.makedirs(d, exist_ok=True)
-      with open(os.path.join(d, "config.json"), "w") as f:
-        json.dump(self.resolved(s), f, indent=2)
+  def member_config(self, index: int):
+    return self.members[index].apply(self.config)
+
+  def resolved(self, index: int) -> Dict:
+    """The config of member `index` as JSON-ready dicts (config.json, checkpoint checks)."""
+    return json.loads(self.member_config(index).to_json_best_effort())
+
+  def write_configs(self, indices: Sequence[int]):
+    for i in indices:
+      os.makedirs(self.run_dirs[i], exist_ok=True)
+      with open(os.path.join(self.run_dirs[i], "config.json"), "w") as f:
+        json.dump(self.resolved(i), f, indent=2)
 
 
 def prepare(layout: Layout, overwrite: bool, is_main: bool) -> Tuple[str, Optional[List[Dict]]]:
@@ -78,10 +90,10 @@ def prepare(layout: Layout, overwrite: bool, is_main: bool) -> Tuple[str, Option
   has_ckpt = os.path.isdir(ckpt_dir) and any(n.isdigit() for n in os.listdir(ckpt_dir))
   mode, found = "fresh", None
   if not overwrite and (existing or has_ckpt):
-    for d, seed in zip(run_dirs, layout.seeds):
+    for i, d in enumerate(run_dirs):
       path = os.path.join(d, "config.json")
       if os.path.exists(path):
-        checkpoint.check_same_config(d, checkpoint.read_json(path), layout.resolved(seed))
+        checkpoint.check_same_config(d, checkpoint.read_json(path), layout.resolved(i))
     summaries = [os.path.join(d, "summary.json") for d in run_dirs]
     if has_ckpt:
       mode = "resume"

@@ -44,16 +44,18 @@ def test_run_state_round_trips_through_a_checkpoint(tmp_path):
   ep.count, ep.successes = [4, 1], [[1.0], []]
 
   ckpt = Checkpointer(str(tmp_path / "ckpt"), async_save=False)
-  ckpt.save(state.step, *state_lib.checkpoint_items(state, seeds, {"a": 1}, 3, 2, 12.5))
+  rows = list(range(len(seeds)))
+  ckpt.save(state.step, *state_lib.checkpoint_items(state, rows, set(rows),
+                                                     {"a": 1, "wall_time_s": 12.5}, 3, 2))
   ckpt.wait()
 
   other = state_lib.RunState.fresh({"w": jnp.zeros((2, 3))}, jnp.zeros((2, 2), jnp.uint32),
                                    jnp.zeros((2, 2), jnp.uint32), seeds)
   other.buffers = [ReplayBuffer(_data(), 10, capacity=20) for _ in seeds]
-  device, host, meta = ckpt.restore(17, {"agent": other.agents, "keys": other.keys,
-                                         "eval_keys": other.eval_keys})
-  other = state_lib.restore(other, device, meta)
-  saved_obs = state_lib.load_host(other, host)
+  device, members, meta = ckpt.restore(17, {"agent": other.agents, "keys": other.keys,
+                                            "eval_keys": other.eval_keys}, rows)
+  assert meta["a"] == 1 and meta["step"] == 17
+  other, saved_obs = state_lib.restore(other, device, members, rows, meta)
   np.testing.assert_array_equal(other.agents["w"], agents["w"])
   np.testing.assert_array_equal(other.keys, state.keys)
   assert (other.step, other.skipped, other.fingerprints) == (17, [0, 2], {"None": "abc"})
