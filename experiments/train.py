@@ -25,7 +25,10 @@ run one value after another). `--mesh=POP,DATA` lays the population over the
 devices: members along POP, each member's batch along DATA.
 """
 
+import errno
 import importlib.util
+import inspect
+import logging as pylogging
 import os
 import re
 import sys
@@ -109,8 +112,16 @@ def ensure_dataset(env_config):
                             task_id=int(task_id[1]) if task_id else None)
 
 
-def default_workdir(config):
-  return os.path.join("runs", config.method, config.env.task, f"seed_{config.seed}")
+def default_workdir(config, preset):
+  """runs/<method>/<preset>/<task>/seed_<seed>: presets of one task never share a workdir."""
+  return os.path.join("runs", config.method, preset, config.env.task, f"seed_{config.seed}")
+
+
+def _preset(path):
+  """The preset named in `--config=FILE:PRESET`, else the config file's default preset."""
+  if ":" in path:
+    return path.split(":", 1)[1]
+  return inspect.signature(_config_module(path).get_config).parameters["preset"].default
 
 
 def _config_module(path):
@@ -122,7 +133,8 @@ def _config_module(path):
 
 
 def ablation_runs(path, configs, name, sweep):
-  """[(config, run subdir, sweep, checkpoint subdir)] of ablation `name` on every config.
+  """[(preset, config, run subdir, sweep, checkpoint subdir)] of ablation `name` on every
+  (preset, config).
 
   A field a population can sweep runs as populations (temperature sets grouped by size);
   others run one value after another into `<field>=<value>/`.
@@ -133,25 +145,26 @@ def ablation_runs(path, configs, name, sweep):
                      f"{', '.join(ablations) or 'none'}")
   field, values = ablations[name]
   out = []
-  for config in configs:
+  for preset, config in configs:
     if field in population.SWEEPABLE and field not in sweep:
       groups = {}
       for value in values:  # one program per temperature-set size
         groups.setdefault(len(value) if isinstance(value, tuple) else 1, []).append(value)
       for i, group in enumerate(groups.values()):
-        out.append((config, "", {**sweep, field: list(group)},
+        out.append((preset, config, "", {**sweep, field: list(group)},
                     "checkpoints" if i == 0 else f"checkpoints-{i}"))
       continue
     for value in values:
       variant = config.copy_and_resolve_references()
       variant.update_from_flattened_dict({field: value})
-      out.append((variant, f"{field.split('.')[-1]}={population.render(value)}", sweep,
+      out.append((preset, variant, f"{field.split('.')[-1]}={population.render(value)}", sweep,
                   "checkpoints"))
   return out
 
 
 def sweep_configs(path, tasks, overrides):
-  """One config per preset in `tasks` (groups expanded), with the flat `overrides` applied."""
+  """(preset, config) per preset in `tasks` (groups expanded), with the flat `overrides`
+  applied."""
   module = _config_module(path)
   groups = getattr(module, "TASK_GROUPS", {})
   presets = [p for t in tasks for p in groups.get(t, [t])]
@@ -159,35 +172,88 @@ def sweep_configs(path, tasks, overrides):
   for preset in presets:
     config = module.get_config(preset)
     config.update_from_flattened_dict(overrides)
-    configs.append(config)
+    configs.append((preset, config))
   return configs
 
 
 def plan_runs():
   """[(config, workdir, sweep, checkpoint subdir)] the flags ask for, checked."""
   path = config_flags.get_config_filename(FLAGS["config"])
-  configs = [FLAGS.config]
-  if FLAGS.tasks:
+  configs = [(_preset(path), FLAGS.config)]
+  if FLAGS.tasks is not None:
     if not any(t.strip() for t in FLAGS.tasks):
       raise ValueError("--tasks is empty; give presets or groups, e.g. --tasks=cube-double")
     configs = sweep_configs(path, FLAGS.tasks, config_flags.get_override_values(FLAGS["config"]))
   sweep = population.parse_sweeps(FLAGS.sweep)
-  runs = [(config, "", sweep, "checkpoints") for config in configs]
+  runs = [(preset, config, "", sweep, "checkpoints") for preset, config in configs]
   if FLAGS.ablation:
     runs = ablation_runs(path, configs, FLAGS.ablation, sweep)
   grouped = bool(FLAGS.tasks or FLAGS.seeds or FLAGS.ablation or sweep)
   planned = []
-  for config, subdir, run_sweep, ckpt in runs:
+  for preset, config, subdir, run_sweep, ckpt in runs:
     agents.get(config.method)
     validation.check_config(config)
     tasks.check_task(config.env.task)
     if grouped:
       workdir = os.path.normpath(os.path.join(
-          FLAGS.workdir or os.path.join("runs", config.method), config.env.task, subdir))
+          FLAGS.workdir or os.path.join("runs", config.method, preset), config.env.task, subdir))
     else:
-      workdir = FLAGS.workdir or default_workdir(config)
+      workdir = FLAGS.workdir or default_workdir(config, preset)
     planned.append((config, workdir, run_sweep, ckpt))
   return planned, grouped
+
+
+def _seeds():
+  """--seeds as distinct non-negative integers (None when not given)."""
+  if FLAGS.seeds is None:
+    return None
+  try:
+    seeds = [int(s) for s in FLAGS.seeds]
+  except ValueError:
+    seeds = []
+  if not seeds or any(s < 0 for s in seeds):
+    raise ValueError(f"--seeds={','.join(FLAGS.seeds)}: expected non-negative integers, "
+                     "e.g. --seeds=0,1,2")
+  twice = sorted({s for s in seeds if seeds.count(s) > 1})
+  if twice:
+    raise ValueError(f"--seeds: seed {twice[0]} is given twice; each seed trains once")
+  return seeds
+
+
+class _QuietOrbaxErrors(pylogging.Filter):
+  """Drops orbax's ERROR logs (each with a traceback) from its background save threads: the
+  same error reaches the run as a CheckpointError, printed as one line."""
+
+  def filter(self, record):
+    return not (record.levelno >= pylogging.ERROR and str(record.msg).startswith("[process="))
+
+
+def _quiet_closed_loops(unraisable, default=sys.unraisablehook):
+  """After a failed asynchronous save, orbax's coroutines are collected with their event loop
+  closed; Python would print each as a traceback. Anything else is printed as usual."""
+  if not (isinstance(unraisable.exc_value, RuntimeError)
+          and str(unraisable.exc_value) == "Event loop is closed"):
+    default(unraisable)
+
+
+def write_failed(message: str):
+  """Exit with one error line, skipping the exit handlers: when the disk is full or the
+  workdir is gone, the TensorBoard and orbax writer threads would each add a traceback."""
+  print(f"error: {message}", file=sys.stderr, flush=True)
+  sys.stdout.flush()
+  os._exit(1)
+
+
+def os_error(e: OSError, workdir: str) -> str:
+  """An OSError while writing a run as one line naming the file and the cause."""
+  what = e.strerror or type(e).__name__
+  where = str(e.filename or workdir)
+  if e.errno in (errno.EEXIST, errno.ENOTDIR):
+    what = "a file is in the way of a directory"
+  hint = ""
+  if os.path.abspath(where).startswith(os.path.abspath(workdir).split(os.sep + "seed_")[0]):
+    hint = "; --workdir must be a writable directory with free space"
+  return f"cannot write {where}: {what}{hint}"
 
 
 def _mesh():
@@ -202,9 +268,11 @@ def _mesh():
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    sys.exit(f"error: unexpected arguments {' '.join(argv[1:])}; flags are --name=value")
   if not FLAGS["verbosity"].present:  # orbax logs every checkpoint step at INFO
     logging.set_verbosity(logging.WARNING)
+  pylogging.getLogger("absl").addFilter(_QuietOrbaxErrors())
+  sys.unraisablehook = _quiet_closed_loops
   if FLAGS.distributed or FLAGS.coordinator_address:
     from dfp_jax import parallel
     parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
@@ -213,7 +281,7 @@ def main(argv):
   try:
     planned, grouped = plan_runs()
     mesh = _mesh()
-    seeds = [int(s) for s in FLAGS.seeds] if FLAGS.seeds else None
+    seeds = _seeds()
   except (ValueError, ogbench_data.DatasetError) as e:
     sys.exit(f"error: {e}")
   for config, workdir, sweep, ckpt in planned:
@@ -226,9 +294,13 @@ def main(argv):
       summaries = trainer.train_and_evaluate(config, workdir, seeds=seeds if grouped else None,
                                              seed_dirs=grouped, overwrite=FLAGS.overwrite,
                                              sweep=sweep, mesh=mesh, checkpoint_subdir=ckpt)
-    except (ValueError, ogbench_data.DatasetError, checkpoint.CheckpointError,
-            trainer.NonFiniteError) as e:
+    except (ValueError, ogbench_data.DatasetError, trainer.NonFiniteError,
+            trainer.LockedError) as e:
       sys.exit(f"error: {e}")
+    except checkpoint.CheckpointError as e:
+      write_failed(str(e))
+    except OSError as e:  # the workdir cannot be written: missing, read-only, full, a file
+      write_failed(os_error(e, workdir))
     except trainer.Interrupted as e:
       print(f"stopped: {e}", file=sys.stderr)
       sys.exit(128 + int(e.signum))

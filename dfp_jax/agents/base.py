@@ -184,8 +184,8 @@ def apply_update(agent, batch, keys, *, actor_loss: Callable, sample: Callable,
                                   hparam(agent, "tau")),
       step=agent.step + 1)
   info = {**critic_info, **actor_info,
-          "actor/grad_norm": optax.global_norm(actor_grads),
-          "critic/grad_norm": optax.global_norm(critic_grads)}
+          "actor/grad_norm": optax.tree.norm(actor_grads),
+          "critic/grad_norm": optax.tree.norm(critic_grads)}
   return agent, info
 
 

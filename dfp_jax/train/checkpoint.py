@@ -22,6 +22,7 @@ ignores.
 import hashlib
 import json
 import os
+import re
 import shutil
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -108,9 +109,13 @@ class Checkpointer:
 
   def __init__(self, directory: str, max_to_keep: int = 2, async_save: bool = True):
     self.directory = os.path.abspath(directory)
+    self._last_saved: Optional[int] = None
+    # The items' handlers follow from the args of each save and restore (Composite of
+    # StandardSave / JsonSave), so no legacy item_names; LatestN replaces max_to_keep.
+    policy = ocp.checkpoint_managers.LatestN(max(1, max_to_keep))
     self._manager = ocp.CheckpointManager(
-        self.directory, item_names=("device", "meta"),
-        options=ocp.CheckpointManagerOptions(max_to_keep=max(1, max_to_keep),
+        self.directory,
+        options=ocp.CheckpointManagerOptions(preservation_policy=policy,
                                              enable_async_checkpointing=async_save,
                                              create=True))
 
@@ -122,17 +127,38 @@ class Checkpointer:
 
   def save(self, step: int, device_tree, members: Dict[int, Tuple[Dict, Dict]], meta: Dict):
     """`members`: {population index: (host tree of arrays, JSON-ready dict)} of the members
-    this process writes; every process calls save (the device tree is collective)."""
+    this process writes; every process calls save (the device tree is collective).
+
+    Raises CheckpointError when the directory lost the checkpoint this run saved last (it was
+    deleted while the run was going): the run stops rather than write into a workdir that
+    someone is clearing.
+    """
+    self.wait()  # orbax waits for the previous save here anyway
+    if self._last_saved is not None and not os.path.isdir(
+        os.path.join(self.directory, str(self._last_saved))):
+      raise CheckpointError(
+          f"checkpoint {self._last_saved} in {self.directory} was deleted while the run was "
+          "going, so the run stopped. Rerun the same command to resume from the newest "
+          "checkpoint left, or pass --overwrite to start again")
     for index, (tree, info) in members.items():
       path = self._member_path(step, index)
-      os.makedirs(os.path.dirname(path), exist_ok=True)
       arrays, spec = _pack(tree)
       tmp = f"{path}.tmp-{os.getpid()}.npz"
-      np.savez(tmp, **arrays, __meta__=np.array(json.dumps({"info": info, "spec": spec})))
-      os.replace(tmp, path)
+      try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        np.savez(tmp, **arrays, __meta__=np.array(json.dumps({"info": info, "spec": spec})))
+        os.replace(tmp, path)
+      except OSError as e:
+        if os.path.exists(tmp):
+          os.remove(tmp)
+        raise CheckpointError(self._unwritable(e)) from e
     _sync(f"members of checkpoint {step} written")
-    self._manager.save(step, args=ocp.args.Composite(
-        device=ocp.args.StandardSave(device_tree), meta=ocp.args.JsonSave(meta)), force=True)
+    try:
+      self._manager.save(step, args=ocp.args.Composite(
+          device=ocp.args.StandardSave(device_tree), meta=ocp.args.JsonSave(meta)), force=True)
+    except Exception as e:  # noqa: BLE001  (an earlier asynchronous save's error surfaces here too)
+      raise CheckpointError(self._unwritable(e)) from e
+    self._last_saved = step
     if jax.process_index() == 0:
       self._forget_old_members(step)
 
@@ -183,8 +209,20 @@ class Checkpointer:
             f"({type(e).__name__}: {msg}); delete it to resume from an earlier one, "
             "or pass --overwrite to start again")
 
+  def _unwritable(self, e):
+    text = str(e)
+    cause = re.search(r"Failed to write [^:]*: ([^\[]+)", text)
+    cause = (cause[1].strip() if cause else getattr(e, "strerror", None)
+             or (text.strip().splitlines() or [type(e).__name__])[0][:200])
+    return (f"a checkpoint could not be written to {self.directory} ({cause}); fix that "
+            "(free space, permissions, the directory), then rerun the same command to resume "
+            "from the last complete checkpoint")
+
   def wait(self):
-    self._manager.wait_until_finished()
+    try:
+      self._manager.wait_until_finished()
+    except Exception as e:  # noqa: BLE001  (orbax re-raises the background save's error)
+      raise CheckpointError(self._unwritable(e)) from e
 
   def close(self):
     self._manager.close()

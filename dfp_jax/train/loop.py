@@ -30,11 +30,12 @@ from dfp_jax.train import workdir as workdir_lib
 from dfp_jax.train import state as state_lib
 from dfp_jax.train.envs import SeedEnvs
 from dfp_jax.train.faults import FaultWatch, Interrupted, NonFiniteError, StopSignals
+from dfp_jax.train.lock import LockedError
 from dfp_jax.train.metrics import plot_learning_curve
 from dfp_jax.train.run import OfflineData, Outputs, Run, make_buffers
 from dfp_jax.train.state import RunState
 
-__all__ = ["train_and_evaluate", "Interrupted", "NonFiniteError"]
+__all__ = ["train_and_evaluate", "Interrupted", "LockedError", "NonFiniteError"]
 
 
 def _placement(config, num_members: int, requested_mesh, multi_host: bool):
@@ -204,17 +205,19 @@ def train_and_evaluate(config, workdir: str, seeds: Optional[Sequence[int]] = No
     population.check_sweep(sweep)
   layout = workdir_lib.Layout.create(config, workdir, seeds, seed_dirs, sweep, checkpoint_subdir)
   is_main = jax.process_index() == 0  # the one process that prints
-  mode, found = workdir_lib.prepare(layout, overwrite, is_main)
-  if mode == "complete":
-    if is_main:
-      print(f"{workdir}: this run is already complete; pass --overwrite to train it again")
-    return found
-  run, state = setup(config, layout, mode, is_main, mesh)
-  try:
-    with run.signals:
-      state = phases.offline_phase(run, state)
-      state = phases.online_phase(run, state)
-      run.watch.flush()
-  finally:
-    run.close()
-  return _finish(run, state)
+  _placement(config, len(layout.members), mesh, jax.process_count() > 1)  # before any write
+  with workdir_lib.locked(layout, is_main):
+    mode, found = workdir_lib.prepare(layout, overwrite, is_main)
+    if mode == "complete":
+      if is_main:
+        print(f"{workdir}: this run is already complete; pass --overwrite to train it again")
+      return found
+    run, state = setup(config, layout, mode, is_main, mesh)
+    try:
+      with run.signals:
+        state = phases.offline_phase(run, state)
+        state = phases.online_phase(run, state)
+        run.watch.flush()
+    finally:
+      run.close()
+    return _finish(run, state)

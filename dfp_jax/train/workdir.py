@@ -1,5 +1,6 @@
 """Where a run writes, and what a workdir already holds (a run to resume, a finished run)."""
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -10,6 +11,7 @@ import jax
 import numpy as np
 
 from dfp_jax.train import checkpoint, population
+from dfp_jax.train.lock import LockedError, WorkdirLock
 from dfp_jax.train.population import Member
 
 # What a run writes into each seed's directory.
@@ -29,6 +31,25 @@ def any_process(flag: bool) -> bool:
     return flag
   from jax.experimental import multihost_utils
   return bool(np.max(multihost_utils.process_allgather(np.int32(flag))))
+
+
+@contextlib.contextmanager
+def locked(layout: "Layout", is_main: bool):
+  """Hold the run's workdir lock (process 0 holds it for all) for the `with` block; raises
+  LockedError on every process when another run holds it."""
+  lock = WorkdirLock(layout.ckpt_dir + ".lock")
+  problem = None
+  if is_main:
+    try:
+      lock.acquire()
+    except LockedError as e:
+      problem = str(e)
+  if any_process(problem is not None):
+    raise LockedError(problem or f"{layout.workdir} is in use by another run")
+  try:
+    yield
+  finally:
+    lock.release()
 
 
 @dataclasses.dataclass(frozen=True)

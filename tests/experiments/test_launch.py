@@ -4,8 +4,10 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 
@@ -94,3 +96,36 @@ def test_two_process_run_matches_single_process(tmp_path):
         np.testing.assert_array_equal(a[k], c[k], err_msg=f"{stream} {k}")
   assert json.loads((tmp_path / "resumed" / "summary.json").read_text())["final_success"] == \
       summary["final_success"]
+
+  # SIGTERM on both processes: they stop at one agreed step with one checkpoint, exit 143,
+  # and the rerun ends with the uninterrupted run's numbers.
+  term = tmp_path / "term"
+  launcher = subprocess.Popen(
+      [sys.executable, os.path.join(ROOT, "launch", "local.py"), "--num_processes=2",
+       "--devices_per_process=2", "--", f"--workdir={term}", *args],
+      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 600
+  while not (term / "checkpoints" / "10").exists():
+    assert launcher.poll() is None and time.time() < deadline, "run ended before step 10"
+    time.sleep(0.05)
+  children = subprocess.run(["pgrep", "-P", str(launcher.pid)], capture_output=True,
+                            text=True).stdout.split()
+  assert len(children) == 2
+  for pid in children:
+    os.kill(int(pid), signal.SIGTERM)
+  _, err = launcher.communicate(timeout=600)
+  assert launcher.returncode == 143, err[-3000:]
+  stopped = [line for line in err.splitlines() if line.startswith("stopped: SIGTERM at step")]
+  assert len(stopped) == 2 and len(set(stopped)) == 1, err[-3000:]  # both at the same step
+  step = int(stopped[0].split("at step ")[1].split(":")[0])
+  saved = sorted(int(n) for n in os.listdir(term / "checkpoints") if n.isdigit())
+  assert saved[-1] == step and not (term / "summary.json").exists()
+  out = _launch("local.py", "--num_processes=2", "--devices_per_process=2", "--",
+                f"--workdir={term}", *args, timeout=600)
+  assert f"from its checkpoint at step {step}" in out
+  for stream in ("train", "eval"):
+    a = read_csv(str(tmp_path / "multi" / f"{stream}.csv"))
+    c = read_csv(str(term / f"{stream}.csv"))
+    for k in a:
+      if k not in ("steps_per_s", "eval_time_s"):
+        np.testing.assert_array_equal(a[k], c[k], err_msg=f"SIGTERM {stream} {k}")

@@ -1,0 +1,164 @@
+"""Bad input ends in one `error:` line and a non-zero exit, never a traceback, and loses nothing;
+one run per workdir."""
+
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from dfp_jax.train.metrics import read_csv
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TASK = "cube-single-play-singletask-task2-v0"
+SMOKE = "--config=experiments/configs/dfp.py:smoke"
+
+# (extra arguments, text the error line must contain). Every one of these fails before the
+# run writes anything.
+BAD_FLAGS = [
+    (["--config.agent.top_k=abc"], "invalid literal for int()"),
+    (["--config.agent.no_such_field=1"], "no config field no_such_field"),
+    (["--config=experiments/configs/dfp.py:no_such_preset"], "unknown preset 'no_such_preset'"),
+    (["--config=experiments/configs/no_such_file.py"], "No such file or directory"),
+    (["--config.agent.top_k=40"], "K must not exceed the 16 candidates"),
+    (["--config.train.batch_size=0"], "train.batch_size=0: must be an integer >= 1"),
+    (["--config.agent.temperatures=()"], "must be a non-empty list of positive temperatures"),
+    (["--config.train.on_nonfinite=ignore"], "must be one of stop, skip"),
+    (["--config.method=no_such_method"], "unknown method 'no_such_method'"),
+    (["--config.env.task=no-such-task"], "is neither an OGBench single-task name"),
+    (["--seeds=a,b"], "--seeds=a,b: expected non-negative integers"),
+    (["--seeds=-1"], "--seeds=-1: expected non-negative integers"),
+    (["--seeds=0,0"], "seed 0 is given twice"),
+    (["--tasks="], "--tasks is empty"),
+    (["--tasks=no_such_preset"], "unknown preset 'no_such_preset'"),
+    (["--ablation=no_such_ablation"], "unknown ablation 'no_such_ablation'"),
+    (["--mesh=3,1"], "--mesh=3,1: POP x DATA must equal the 1 devices"),
+    (["--mesh=a"], "--mesh=a: expected POP,DATA"),
+    (["--sweep=agent.top_k=1;2"], "agent.top_k changes array shapes"),
+    (["--sweep=agent.topk_weight="], "expected FIELD=V1;V2;..."),
+    (["--sweep=agent.topk_weight=0.1;0.1"], "a value is given twice"),
+    (["--sweep=agent.topk_weight=0.1;x"], "is not a number"),
+    (["--sweep=agent.temperatures=0.05;0.005,0.05"], "the same number of temperatures"),
+    (["unexpected_positional"], "unexpected arguments unexpected_positional"),
+]
+
+
+def _train(*args, timeout=600):
+  return subprocess.run([sys.executable, "-m", "experiments.train", *args], cwd=ROOT,
+                        capture_output=True, text=True, timeout=timeout)
+
+
+def _error_line(res):
+  assert res.returncode != 0, res.stdout[-2000:]
+  assert "Traceback" not in res.stderr, res.stderr[-3000:]
+  last = res.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: "), last
+  return last
+
+
+@pytest.mark.parametrize("args, message", BAD_FLAGS, ids=[" ".join(a) for a, _ in BAD_FLAGS])
+def test_bad_flags_are_one_line_and_write_nothing(args, message, tiny_cube_single, tmp_path):
+  res = _train(SMOKE, *args, f"--workdir={tmp_path / 'run'}",
+               f"--config.env.dataset_dir={tiny_cube_single}")
+  assert message in _error_line(res)
+  assert not (tmp_path / "run").exists()
+
+
+@contextlib.contextmanager
+def _tmpfs(path, options):
+  """A tmpfs mounted at `path` (root only); skips the test where mounting is not allowed."""
+  os.makedirs(path)
+  res = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
+                       capture_output=True, text=True)
+  if res.returncode != 0:
+    pytest.skip(f"cannot mount a tmpfs here ({res.stderr.strip()[:100]})")
+  try:
+    yield path
+  finally:
+    subprocess.run(["umount", str(path)], check=False)
+
+
+def test_unwritable_workdirs_are_one_line(tiny_cube_single, tmp_path):
+  data = f"--config.env.dataset_dir={tiny_cube_single}"
+  a_file = tmp_path / "a_file"
+  a_file.write_text("keep me")
+  cases = [("/proc/forbidden", "cannot write /proc/forbidden"),
+           ("/dev/null/x", "cannot write /dev/null/x"),
+           (str(a_file), "a file is in the way of a directory"),
+           (str(a_file / "run"), "a file is in the way of a directory")]
+  for workdir, message in cases:
+    assert message in _error_line(_train(SMOKE, f"--workdir={workdir}", data))
+  assert a_file.read_text() == "keep me"
+  with _tmpfs(tmp_path / "ro", "ro,size=1m") as ro:
+    assert "Read-only file system" in _error_line(_train(SMOKE, f"--workdir={ro}/run", data))
+
+
+def test_a_full_disk_during_a_checkpoint_is_one_line(tiny_cube_single, tmp_path):
+  # 300 KB holds the configs and the first CSV rows but not a two-seed checkpoint.
+  with _tmpfs(tmp_path / "full", "size=300k") as full:
+    last = _error_line(_train(SMOKE, f"--workdir={full}/run", "--seeds=0,1",
+                              f"--config.env.dataset_dir={tiny_cube_single}"))
+  assert "No space left on device" in last, last
+
+
+def _wait_for(path, proc, timeout=600):
+  deadline = time.time() + timeout
+  while not os.path.exists(path):
+    if proc.poll() is not None or time.time() > deadline:
+      pytest.fail(f"{path} never appeared: {proc.stderr.read()[-3000:] if proc.stderr else ''}")
+    time.sleep(0.05)
+
+
+def test_a_checkpoint_directory_deleted_while_running_stops_the_run(tiny_cube_single, tmp_path):
+  work = tmp_path / "run"
+  proc = subprocess.Popen([sys.executable, "-m", "experiments.train", SMOKE, f"--workdir={work}",
+                           "--seeds=0,1", f"--config.env.dataset_dir={tiny_cube_single}",
+                           "--config.train.tensorboard=False"],
+                          cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  ckpt = work / TASK / "checkpoints"
+  _wait_for(ckpt / "10", proc)
+  time.sleep(1.0)
+  shutil.rmtree(ckpt)
+  _, err = proc.communicate(timeout=600)
+  assert proc.returncode != 0 and "Traceback" not in err, err[-3000:]
+  last = err.strip().splitlines()[-1]
+  assert last.startswith("error: checkpoint 10 in") and "was deleted while the run" in last, last
+
+
+def _columns(path):
+  rows = read_csv(str(path))
+  return {k: v for k, v in rows.items()
+          if k not in ("steps_per_s", "eval_time_s", "wall_time_s")}
+
+
+def test_a_second_run_on_a_locked_workdir_is_refused_and_the_first_is_undisturbed(
+    tiny_cube_single, tmp_path):
+  args = [SMOKE, "--seeds=0,1", f"--config.env.dataset_dir={tiny_cube_single}",
+          "--config.train.tensorboard=False"]
+  ref = _train(*args, f"--workdir={tmp_path / 'ref'}")
+  assert ref.returncode == 0, ref.stderr[-3000:]
+
+  work = tmp_path / "run"
+  first = subprocess.Popen([sys.executable, "-m", "experiments.train", *args,
+                            f"--workdir={work}"], cwd=ROOT, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+  _wait_for(work / TASK / "seed_0" / "train.csv", first)
+  second = _train(*args, f"--workdir={work}")
+  last = _error_line(second)
+  assert "is in use by another run" in last and f"pid {first.pid} on " in last, last
+  _, err = first.communicate(timeout=600)
+  assert first.returncode == 0, err[-3000:]
+  for seed in (0, 1):
+    for stream in ("train.csv", "eval.csv"):
+      a = _columns(tmp_path / "ref" / TASK / f"seed_{seed}" / stream)
+      b = _columns(work / TASK / f"seed_{seed}" / stream)
+      assert a.keys() == b.keys()
+      for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=f"seed {seed} {stream} {k}")
+  # The lock of a finished (or killed) run is free: the same command runs again at once.
+  again = _train(*args, f"--workdir={work}")
+  assert again.returncode == 0 and "done: " in again.stdout, again.stderr[-3000:]
