@@ -31,7 +31,8 @@ import orbax.checkpoint as ocp
 
 # Config fields that do not change results: a run may resume with other values.
 RESUMABLE_FIELDS = ("train.progress_bar", "train.tensorboard", "train.checkpoint_interval",
-                    "train.keep_checkpoints", "train.async_checkpointing")
+                    "train.keep_checkpoints", "train.async_checkpointing",
+                    "train.video_episodes", "train.video_size", "train.wandb_project")
 
 
 class CheckpointError(Exception):

@@ -13,7 +13,8 @@ from dfp_jax.train import checkpoint, population
 from dfp_jax.train.population import Member
 
 # What a run writes into each seed's directory.
-RUN_FILES = ("config.json", "train.csv", "eval.csv", "summary.json", "learning_curve.png", "tb")
+RUN_FILES = ("config.json", "train.csv", "eval.csv", "summary.json", "learning_curve.png", "tb",
+             "videos", "wandb", "wandb.json")
 
 
 def sync(name: str):
