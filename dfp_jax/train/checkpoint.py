@@ -107,16 +107,34 @@ class Checkpointer:
   """Saves and restores a run's (device tree, member files, meta) under `directory`; keeps the
   last few."""
 
-  def __init__(self, directory: str, max_to_keep: int = 2, async_save: bool = True):
+  def __init__(self, directory: str, max_to_keep: int = 2, async_save: bool = True,
+               read_only: bool = False):
     self.directory = os.path.abspath(directory)
-    self._manager = ocp.CheckpointManager(
-        self.directory, item_names=("device", "meta"),
-        options=ocp.CheckpointManagerOptions(max_to_keep=max(1, max_to_keep),
-                                             enable_async_checkpointing=async_save,
-                                             create=True))
+    if read_only:  # evaluation of someone's run: nothing is created or deleted there
+      self._manager = ocp.CheckpointManager(
+          self.directory, options=ocp.CheckpointManagerOptions(read_only=True, create=False),
+          item_handlers={"device": ocp.StandardCheckpointHandler(),
+                         "meta": ocp.JsonCheckpointHandler()})
+    else:
+      self._manager = ocp.CheckpointManager(
+          self.directory, item_names=("device", "meta"),
+          options=ocp.CheckpointManagerOptions(max_to_keep=max(1, max_to_keep),
+                                               enable_async_checkpointing=async_save,
+                                               create=True))
 
   def latest_step(self) -> Optional[int]:
     return self._manager.latest_step()
+
+  def all_steps(self) -> List[int]:
+    return sorted(self._manager.all_steps())
+
+  def device_metadata(self, step: int):
+    """The saved device tree's array metadata (shapes, dtypes), without reading the arrays
+    (a read-only Checkpointer only)."""
+    try:
+      return self._manager.item_metadata(step)["device"]
+    except Exception as e:  # noqa: BLE001
+      raise CheckpointError(self._unreadable(step, e)) from e
 
   def _member_path(self, step: int, index: int) -> str:
     return os.path.join(self.directory, "members", str(step), f"member_{index}.npz")
