@@ -25,6 +25,8 @@ Needs h5py (`pip install -e .[robomimic]`).
 import json
 import os
 import shutil
+import socket
+import urllib.parse
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -66,11 +68,18 @@ def download(task: str, path: str, timeout: float = 30.0) -> Optional[str]:
     from huggingface_hub import hf_hub_download
   except ImportError:
     return "huggingface_hub is not installed"
+  endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+  url = urllib.parse.urlparse(endpoint)
+  host, port = url.hostname, url.port or (443 if url.scheme == "https" else 80)
+  try:  # one quick probe: huggingface_hub retries a refused connection for half a minute
+    socket.create_connection((host, port), timeout=timeout).close()
+  except OSError as e:
+    return f"cannot reach {host}:{port}: {type(e).__name__}: {e}"
   staging = os.path.join(os.path.dirname(os.path.abspath(path)), ".download")
   print(f"downloading {HF_REPO}/{hub_filename(task)} from the Hugging Face hub to {path}")
   try:
     local = hf_hub_download(HF_REPO, hub_filename(task), repo_type="dataset", local_dir=staging,
-                            endpoint=os.environ.get("HF_ENDPOINT") or None, etag_timeout=timeout)
+                            endpoint=endpoint, etag_timeout=timeout)
     os.replace(local, path)
   except Exception as e:  # noqa: BLE001  (connection, HTTP and file errors alike)
     text = (str(e).strip().splitlines() or [""])[0][:200]

@@ -4,6 +4,7 @@ Weights & Biases."""
 import csv
 import json
 import os
+import uuid
 from typing import Dict, Optional, Sequence
 
 import numpy as np
@@ -127,7 +128,7 @@ class WandbSink:
     if os.path.exists(self._state_path):
       with open(self._state_path) as f:
         saved = json.load(f)
-    self.run_id = saved.get("id") or wandb.util.generate_id()
+    self.run_id = saved.get("id") or uuid.uuid4().hex[:8]
     self.last: Dict[str, int] = saved.get("last", {})
     config = {}
     if os.path.exists(os.path.join(workdir, "config.json")):
