@@ -23,16 +23,22 @@ setup(
         "numpy",
         "tqdm",
         "tensorboardX",
+        "tensorboard",  # the `tensorboard` command the README opens runs with
         "matplotlib",
+        "pillow",
+        "imageio-ffmpeg",  # mp4 (H.264) rollout videos; GIF without it
     ],
     extras_require={
-        "test": ["pytest>=8", "nbformat", "nbclient", "ipykernel"],
+        "test": ["pytest>=8", "nbformat", "nbclient", "ipykernel", "wandb"],
+        "wandb": ["wandb"],
         # Robomimic: the official low_dim_v15.hdf5 files were made with robosuite 1.5.1, whose
         # `object` observation differs from 1.4's, so a policy trained on them must act in 1.5.1.
         # robosuite fails on mujoco >= 3.10 and robosuite 1.5.2 needs numpy < 2 (this project
         # runs numpy 2 with jax 0.10); mujoco 3.7.0 with its dm_control 1.0.39 runs robosuite 1.5.1
         # and ogbench, and does not leak file descriptors when robosuite rebuilds its model at
         # every reset.
-        "robomimic": ["h5py", "robosuite==1.5.1", "mujoco==3.7.0", "dm_control==1.0.39"],
+        # huggingface_hub fetches the official files (robomimic/robomimic_datasets) when missing.
+        "robomimic": ["h5py", "robosuite==1.5.1", "mujoco==3.7.0", "dm_control==1.0.39",
+                      "huggingface_hub"],
     },
 )

@@ -286,6 +286,9 @@ def main(argv):
     sys.exit(f"error: {e}")
   for config, workdir, sweep, ckpt in planned:
     try:
+      if config.train.video_episodes > 0:  # a missing renderer fails now, not at the first eval
+        from dfp_jax import video
+        video.check_renderer()
       if jax.process_index() == 0:
         ensure_dataset(config.env)
       if jax.process_count() > 1:  # the others wait until process 0 has the data

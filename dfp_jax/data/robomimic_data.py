@@ -24,6 +24,9 @@ Needs h5py (`pip install -e .[robomimic]`).
 
 import json
 import os
+import shutil
+import socket
+import urllib.parse
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -34,6 +37,8 @@ OBS_KEYS = ("robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos", "object"
 # Task -> (robosuite env name, episode step limit).
 TASKS = {"lift": ("Lift", 300), "can": ("PickPlaceCan", 300), "square": ("NutAssemblySquare", 400)}
 DEFAULT_DATASET_DIR = "~/.robomimic"
+# robomimic's v1.5 files on the Hugging Face hub (a dataset repo): v1.5/<task>/mh/low_dim_v15.hdf5.
+HF_REPO = "robomimic/robomimic_datasets"
 # Dataset actions are clipped to +-ACTION_LIMIT (SPEC 8): robomimic's human actions reach +-1
 # exactly, where anything that inverts a tanh squashing (atanh) of a dataset action is infinite.
 ACTION_LIMIT = 1.0 - 1e-5
@@ -42,6 +47,46 @@ ACTION_LIMIT = 1.0 - 1e-5
 def default_path(task: str, dataset_dir: str = DEFAULT_DATASET_DIR) -> str:
   """Where robomimic's download script puts a task's multi-human low-dim file."""
   return os.path.join(os.path.expanduser(dataset_dir), task, "mh", "low_dim_v15.hdf5")
+
+
+def hub_filename(task: str) -> str:
+  """The task's multi-human low-dim file in robomimic's Hugging Face dataset repo (HF_REPO)."""
+  return f"v1.5/{task}/mh/low_dim_v15.hdf5"
+
+
+def download(task: str, path: str, timeout: float = 30.0) -> Optional[str]:
+  """Fetch the official file of `task` from the Hugging Face hub to `path`.
+
+  Returns None when it is there, else why not (no huggingface_hub, HF_HUB_OFFLINE
+  set, no network: a connection that fails or stays silent for `timeout` s).
+  The file goes through `<dir>/.download/` and is moved into place whole.
+  HF_ENDPOINT and HF_TOKEN are honoured.
+  """
+  if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+    return "HF_HUB_OFFLINE is set"
+  try:
+    from huggingface_hub import hf_hub_download
+  except ImportError:
+    return "huggingface_hub is not installed"
+  endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+  url = urllib.parse.urlparse(endpoint)
+  host, port = url.hostname, url.port or (443 if url.scheme == "https" else 80)
+  try:  # one quick probe: huggingface_hub retries a refused connection for half a minute
+    socket.create_connection((host, port), timeout=timeout).close()
+  except OSError as e:
+    return f"cannot reach {host}:{port}: {type(e).__name__}: {e}"
+  staging = os.path.join(os.path.dirname(os.path.abspath(path)), ".download")
+  print(f"downloading {HF_REPO}/{hub_filename(task)} from the Hugging Face hub to {path}")
+  try:
+    local = hf_hub_download(HF_REPO, hub_filename(task), repo_type="dataset", local_dir=staging,
+                            endpoint=endpoint, etag_timeout=timeout)
+    os.replace(local, path)
+  except Exception as e:  # noqa: BLE001  (connection, HTTP and file errors alike)
+    text = (str(e).strip().splitlines() or [""])[0][:200]
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+  finally:
+    shutil.rmtree(staging, ignore_errors=True)
+  return None
 
 
 def _h5py():

@@ -32,11 +32,22 @@ def robomimic_path(env_config) -> str:
   return robomimic_data.default_path(env_config.task, env_config.dataset_dir)
 
 
-def _robomimic_missing(path: str, task: str) -> DatasetError:
-  return DatasetError(
-      f"robomimic dataset {path} not found. Download the official multi-human low-dim file "
-      f"there (robomimic's download_datasets.py --tasks {task} --dataset_types mh "
-      f"--hdf5_types low_dim), or generate scripted demonstrations with:\n"
+def robomimic_file(env_config) -> str:
+  """The task's Robomimic file, downloaded from the Hugging Face hub if it is missing; a
+  DatasetError naming both ways to get it when it cannot be."""
+  path = robomimic_path(env_config)
+  if os.path.exists(path):
+    return path
+  why = robomimic_data.download(env_config.task, path)
+  if why is None:
+    return path
+  task = env_config.task
+  raise DatasetError(
+      f"robomimic dataset {path} not found, and it could not be downloaded from the Hugging "
+      f"Face hub ({why}). Download the official multi-human low-dim file there "
+      f"({robomimic_data.HF_REPO}: {robomimic_data.hub_filename(task)}, or robomimic's "
+      f"download_datasets.py --tasks {task} --dataset_types mh --hdf5_types low_dim), or "
+      f"generate scripted demonstrations with:\n"
       f"  python -m experiments.generate_robomimic --task={task} --episodes=200 --out={path}")
 
 
@@ -52,9 +63,7 @@ def make_env(env_config):
   """A fresh environment of the task, with the gymnasium interface."""
   if is_robomimic(env_config.task):
     from dfp_jax.data import robomimic_env
-    path = robomimic_path(env_config)
-    if not os.path.exists(path):
-      raise _robomimic_missing(path, env_config.task)
+    path = robomimic_file(env_config)
     return robomimic_env.make_env(robomimic_data.read_env_meta(path), env_config.task)
   return ogbench_data.make_env(env_config.task, success_timing=env_config.success_timing)
 
@@ -68,9 +77,7 @@ def load_task(env_config, *, num_shards=None, shard=None):
   if not is_robomimic(env_config.task):
     return ogbench_data.load_task(env_config.task, env_config.dataset_dir, num_shards=num_shards,
                                   shard=shard, success_timing=env_config.success_timing)
-  path = robomimic_path(env_config)
-  if not os.path.exists(path):
-    raise _robomimic_missing(path, env_config.task)
+  path = robomimic_file(env_config)
   data = robomimic_data.load_dataset(path, env_config.get("dataset_filter"))
   env = make_env(env_config)
   data.pop("env_meta")

@@ -32,7 +32,8 @@ import orbax.checkpoint as ocp
 
 # Config fields that do not change results: a run may resume with other values.
 RESUMABLE_FIELDS = ("train.progress_bar", "train.tensorboard", "train.checkpoint_interval",
-                    "train.keep_checkpoints", "train.async_checkpointing")
+                    "train.keep_checkpoints", "train.async_checkpointing",
+                    "train.video_episodes", "train.video_size", "train.wandb_project")
 
 
 class CheckpointError(Exception):
@@ -107,20 +108,33 @@ class Checkpointer:
   """Saves and restores a run's (device tree, member files, meta) under `directory`; keeps the
   last few."""
 
-  def __init__(self, directory: str, max_to_keep: int = 2, async_save: bool = True):
+  def __init__(self, directory: str, max_to_keep: int = 2, async_save: bool = True,
+               read_only: bool = False):
     self.directory = os.path.abspath(directory)
     self._last_saved: Optional[int] = None
     # The items' handlers follow from the args of each save and restore (Composite of
     # StandardSave / JsonSave), so no legacy item_names; LatestN replaces max_to_keep.
-    policy = ocp.checkpoint_managers.LatestN(max(1, max_to_keep))
-    self._manager = ocp.CheckpointManager(
-        self.directory,
-        options=ocp.CheckpointManagerOptions(preservation_policy=policy,
-                                             enable_async_checkpointing=async_save,
-                                             create=True))
+    if read_only:  # evaluation of someone's run: nothing is created or deleted there
+      options = ocp.CheckpointManagerOptions(read_only=True, create=False)
+    else:
+      options = ocp.CheckpointManagerOptions(
+          preservation_policy=ocp.checkpoint_managers.LatestN(max(1, max_to_keep)),
+          enable_async_checkpointing=async_save, create=True)
+    self._manager = ocp.CheckpointManager(self.directory, options=options)
 
   def latest_step(self) -> Optional[int]:
     return self._manager.latest_step()
+
+  def all_steps(self) -> List[int]:
+    return sorted(self._manager.all_steps())
+
+  def device_metadata(self, step: int):
+    """The saved device tree's array metadata (shapes, dtypes), without reading the arrays
+    (a read-only Checkpointer only)."""
+    try:
+      return self._manager.item_metadata(step)["device"]
+    except Exception as e:  # noqa: BLE001
+      raise CheckpointError(self._unreadable(step, e)) from e
 
   def _member_path(self, step: int, index: int) -> str:
     return os.path.join(self.directory, "members", str(step), f"member_{index}.npz")

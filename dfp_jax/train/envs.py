@@ -115,9 +115,12 @@ class SeedEnvs:
         episodes.queues[s] = []
     return keys
 
-  def evaluate(self, agents, keys, num_episodes: int, first_seed: int):
+  def evaluate(self, agents, keys, num_episodes: int, first_seed: int,
+               watch: Optional[Callable] = None):
     """Success rate, return and length per seed over the same seeded episodes.
 
+    `watch(episode, member, env, info)`, if given, is called after each reset
+    (info None) and each step, e.g. to render frames (dfp_jax.video.Recorder).
     Returns (list of per-seed dicts, keys).
     """
     num = len(self.envs)
@@ -126,12 +129,16 @@ class SeedEnvs:
       queues = [[] for _ in range(num)]
       obs = [env.reset(seed=first_seed + ep)[0] for env in self.envs]
       done = [False] * num
+      for s, env in enumerate(self.envs) if watch else ():
+        watch(ep, s, env, None)
       while any_process(not all(done)) if self._always_act else not all(done):
         actions, keys = self.next_actions(agents, obs, keys, queues, [not d for d in done])
         for s, env in enumerate(self.envs):
           if done[s]:
             continue
           obs[s], reward, terminated, truncated, info = env.step(actions[s])
+          if watch:
+            watch(ep, s, env, info)
           stats["return"][s, ep] += float(reward)
           stats["length"][s, ep] += 1
           if terminated or truncated:

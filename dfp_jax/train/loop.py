@@ -171,12 +171,13 @@ def _finish(run: Run, state: RunState) -> List[Dict]:
         "member": layout.members[index].name, "process_index": jax.process_index()})
     if tc.on_nonfinite == "skip":
       summary["skipped_steps"] = state.skipped[s]
-  for index in place.writes:
+  for logger, index in zip(run.outputs.loggers, place.writes):
     d, summary = layout.run_dirs[index], state.summaries[place.rows.index(index)]
     if tc.eval_episodes > 0:
       plot_learning_curve(d, tc.offline_steps)
     with open(os.path.join(d, "summary.json"), "w") as f:
       json.dump(summary, f, indent=2)
+    logger.summary(summary)  # W&B's run summary, when on
   return state.summaries
 
 
@@ -218,6 +219,7 @@ def train_and_evaluate(config, workdir: str, seeds: Optional[Sequence[int]] = No
         state = phases.offline_phase(run, state)
         state = phases.online_phase(run, state)
         run.watch.flush()
+      summaries = _finish(run, state)  # before the loggers close: they log the summary too
     finally:
       run.close()
-    return _finish(run, state)
+    return summaries

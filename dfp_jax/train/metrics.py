@@ -1,8 +1,11 @@
-"""Metric writers: one CSV per stream (train, eval) plus TensorBoard events."""
+"""Metric writers: one CSV per stream (train, eval) plus TensorBoard events and, optionally,
+Weights & Biases."""
 
 import csv
+import json
 import os
-from typing import Dict, Optional
+import uuid
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 
@@ -23,11 +26,13 @@ class MetricsLogger:
   TensorBoard, so the files read as if the run had never stopped.
   """
 
-  def __init__(self, workdir: str, tensorboard: bool = True, resume_step: Optional[int] = None):
+  def __init__(self, workdir: str, tensorboard: bool = True, resume_step: Optional[int] = None,
+               wandb_project: str = ""):
     self.workdir = workdir
     os.makedirs(workdir, exist_ok=True)
     self._columns: Dict[str, list] = {}
     self._tb = None
+    self._wandb = WandbSink(workdir, wandb_project) if wandb_project else None
     if resume_step is not None:
       for stream in ("train", "eval"):
         truncate_csv(self.path(stream), resume_step)
@@ -64,10 +69,113 @@ class MetricsLogger:
     if self._tb is not None:
       for k, v in metrics.items():
         self._tb.add_scalar(f"{stream}/{k}", float(v), int(step))
+    if self._wandb is not None:
+      self._wandb.log(stream, step, {f"{stream}/{k}": float(v) for k, v in metrics.items()})
+
+  def video(self, tag: str, step: int, frames: Sequence[np.ndarray], path: str, fps: float):
+    """A rollout: an animated GIF image in TensorBoard, the video file in W&B."""
+    if self._tb is not None:
+      from tensorboardX.proto.summary_pb2 import Summary
+      from dfp_jax.video import gif_bytes
+      h, w = frames[0].shape[:2]
+      image = Summary.Image(height=h, width=w, colorspace=3,
+                            encoded_image_string=gif_bytes(frames, fps))
+      self._tb._get_file_writer().add_summary(
+          Summary(value=[Summary.Value(tag=tag, image=image)]), int(step))
+    if self._wandb is not None:
+      self._wandb.video(tag, step, path, fps)
+
+  def summary(self, summary: Dict):
+    if self._wandb is not None:
+      self._wandb.run.summary.update(summary)
 
   def close(self):
     if self._tb is not None:
       self._tb.close()
+    if self._wandb is not None:
+      self._wandb.close()
+
+
+def _wandb_mode() -> Optional[str]:
+  """WANDB_MODE when set (online, offline, disabled); else online only with stored credentials,
+  offline otherwise: a run never waits at a login prompt."""
+  import wandb
+  if os.environ.get("WANDB_MODE"):
+    return None  # wandb reads it
+  try:
+    return "online" if wandb.login(prompt=False, verify=False) else "offline"
+  except Exception:  # noqa: BLE001  (a broken netrc or settings file)
+    return "offline"
+
+
+class WandbSink:
+  """One W&B run per member directory, resumed by id.
+
+  `<workdir>/wandb.json` holds the run id and the last step logged per stream:
+  a resumed run (which recomputes the steps after its checkpoint) logs only
+  steps after those, so W&B holds each row once. Metrics are plotted against
+  the `step` field (W&B's own step counts log calls).
+  """
+
+  def __init__(self, workdir: str, project: str):
+    try:
+      import wandb
+    except ImportError:
+      raise ValueError("train.wandb_project needs wandb: pip install -e '.[wandb]'") from None
+    self._wandb = wandb
+    self._state_path = os.path.join(workdir, "wandb.json")
+    saved = {}
+    if os.path.exists(self._state_path):
+      with open(self._state_path) as f:
+        saved = json.load(f)
+    self.run_id = saved.get("id") or uuid.uuid4().hex[:8]
+    self.last: Dict[str, int] = saved.get("last", {})
+    config = {}
+    if os.path.exists(os.path.join(workdir, "config.json")):
+      with open(os.path.join(workdir, "config.json")) as f:
+        config = json.load(f)
+    parts = os.path.normpath(os.path.abspath(workdir)).split(os.sep)
+    kwargs = dict(project=project, id=self.run_id, resume="allow", config=config,
+                  name="/".join(parts[-2:]), group=config.get("env", {}).get("task"),
+                  reinit="create_new", settings=wandb.Settings(init_timeout=60, console="off",
+                                                               silent=True))
+    if not os.environ.get("WANDB_DIR"):
+      kwargs["dir"] = workdir
+    mode = _wandb_mode()
+    try:
+      self.run = wandb.init(mode=mode, **kwargs)
+    except Exception as e:  # noqa: BLE001  (no network, server down: keep the run going offline)
+      print(f"warning: wandb.init failed ({type(e).__name__}: {e}); logging offline instead")
+      self.run = wandb.init(mode="offline", **kwargs)
+    self.run.define_metric("step")
+    self.run.define_metric("*", step_metric="step")
+    self._save()
+
+  def _save(self):
+    tmp = self._state_path + ".tmp"
+    with open(tmp, "w") as f:
+      json.dump({"id": self.run_id, "last": self.last}, f)
+    os.replace(tmp, self._state_path)
+
+  def _new(self, stream: str, step: int) -> bool:
+    if step <= self.last.get(stream, -1):
+      return False
+    self.last[stream] = int(step)
+    return True
+
+  def log(self, stream: str, step: int, metrics: Dict[str, float]):
+    if self._new(stream, step):
+      self.run.log({"step": int(step), **metrics})
+      self._save()
+
+  def video(self, tag: str, step: int, path: str, fps: float):
+    if self._new(tag, step):
+      fmt = os.path.splitext(path)[1].lstrip(".")
+      self.run.log({"step": int(step), tag: self._wandb.Video(path, fps=int(fps), format=fmt)})
+      self._save()
+
+  def close(self):
+    self.run.finish()
 
 
 def truncate_csv(path: str, max_step: int):

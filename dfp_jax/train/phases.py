@@ -14,6 +14,7 @@ from typing import Dict, List, Optional
 import jax
 import numpy as np
 
+from dfp_jax import video
 from dfp_jax.train import state as state_lib
 from dfp_jax.train.faults import Interrupted
 from dfp_jax.train.metrics import to_scalars
@@ -67,8 +68,9 @@ def evaluate(run: Run, state: RunState, phase: str):
   if tc.eval_episodes <= 0:
     return
   t0 = time.time()
-  results, state.eval_keys = run.eval_envs.evaluate(state.agents, state.eval_keys,
-                                                    tc.eval_episodes, tc.eval_seed)
+  with video.evaluation_videos(run, state.step) as watch:  # train.video_episodes
+    results, state.eval_keys = run.eval_envs.evaluate(state.agents, state.eval_keys,
+                                                      tc.eval_episodes, tc.eval_seed, watch)
   for s, res in enumerate(results):
     res["eval_time_s"] = time.time() - t0
     res["online"] = float(phase == "online")

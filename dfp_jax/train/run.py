@@ -78,7 +78,8 @@ class Outputs:
                resume_step: Optional[int], step: int, show: bool):
     tc = train_config
     self.positions = list(positions)
-    self.loggers = [MetricsLogger(d, tensorboard=tc.tensorboard, resume_step=resume_step)
+    self.loggers = [MetricsLogger(d, tensorboard=tc.tensorboard, resume_step=resume_step,
+                                  wandb_project=tc.get("wandb_project", ""))
                     for d in run_dirs]
     self.bar = tqdm(total=tc.offline_steps + tc.online_steps, initial=step,
                     desc="offline" if step < tc.offline_steps else "online",

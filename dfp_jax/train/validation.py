@@ -47,8 +47,9 @@ def check_config(config):
                "train.replay_capacity"):
     positive_int(path)
   for path in ("train.offline_steps", "train.online_steps", "train.start_training",
-               "train.eval_episodes", "train.checkpoint_interval"):
+               "train.eval_episodes", "train.checkpoint_interval", "train.video_episodes"):
     positive_int(path, minimum=0)
+  positive_int("train.video_size", minimum=16)
   number_in("agent.discount", 0.0, 1.0, lo_open=True)
   number_in("agent.tau", 0.0, 1.0)
   number_in("agent.ema_tau", 0.0, 1.0)

@@ -15,7 +15,8 @@ from dfp_jax.train.lock import LockedError, WorkdirLock
 from dfp_jax.train.population import Member
 
 # What a run writes into each seed's directory.
-RUN_FILES = ("config.json", "train.csv", "eval.csv", "summary.json", "learning_curve.png", "tb")
+RUN_FILES = ("config.json", "train.csv", "eval.csv", "summary.json", "learning_curve.png", "tb",
+             "videos", "wandb", "wandb.json")
 
 
 def sync(name: str):

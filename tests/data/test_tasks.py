@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import types
 
 import pytest
 from ml_collections import ConfigDict
@@ -27,7 +28,8 @@ def test_task_names_route_to_their_benchmark():
   assert tasks.count_shards(env) == 1
 
 
-def test_missing_robomimic_dataset_names_both_ways_to_get_it(tmp_path):
+def test_missing_robomimic_dataset_names_both_ways_to_get_it(tmp_path, monkeypatch):
+  monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no download attempt, network or not
   env = ConfigDict({"task": "lift", "dataset_dir": str(tmp_path), "dataset_filter": None,
                     "success_timing": "post"})
   for fn in (tasks.make_env, tasks.load_task):
@@ -70,7 +72,48 @@ def test_train_cli_names_the_generator_for_a_missing_robomimic_dataset(tmp_path)
   res = subprocess.run([sys.executable, "-m", "experiments.train",
                         "--config=experiments/configs/dfp.py:lift", f"--workdir={tmp_path / 'run'}",
                         f"--config.env.dataset_dir={tmp_path / 'data'}"],
-                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+                       cwd=ROOT, capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, HF_HUB_OFFLINE="1"))
   assert res.returncode != 0 and "Traceback" not in res.stderr, res.stderr[-3000:]
   assert "error: robomimic dataset" in res.stderr
   assert "python -m experiments.generate_robomimic --task=lift" in res.stderr
+
+
+def test_missing_robomimic_file_is_fetched_from_the_hub_into_the_dataset_layout(tmp_path,
+                                                                                monkeypatch):
+  """Where the hub answers, the file lands at <dataset_dir>/<task>/mh/low_dim_v15.hdf5."""
+  import socket
+  import huggingface_hub
+  calls = []
+
+  def fake_download(repo_id, filename, repo_type, local_dir, **kwargs):
+    calls.append((repo_id, filename, repo_type))
+    path = os.path.join(local_dir, filename)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+      f.write("hdf5 bytes")
+    return path
+
+  monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+  monkeypatch.setattr(socket, "create_connection", lambda *a, **k: types.SimpleNamespace(
+      close=lambda: None))
+  monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+  env = ConfigDict({"task": "square", "dataset_dir": str(tmp_path), "dataset_filter": None})
+  assert tasks.robomimic_file(env) == f"{tmp_path}/square/mh/low_dim_v15.hdf5"
+  assert calls == [("robomimic/robomimic_datasets", "v1.5/square/mh/low_dim_v15.hdf5", "dataset")]
+  assert open(f"{tmp_path}/square/mh/low_dim_v15.hdf5").read() == "hdf5 bytes"
+  assert os.listdir(tmp_path / "square" / "mh") == ["low_dim_v15.hdf5"]  # staging removed
+
+
+def test_unreachable_hub_gives_the_missing_file_message(tmp_path, monkeypatch):
+  monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens on port 9
+  monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+  env = ConfigDict({"task": "can", "dataset_dir": str(tmp_path), "dataset_filter": None,
+                    "success_timing": "post"})
+  with pytest.raises(DatasetError) as e:
+    tasks.load_task(env)
+  text = str(e.value)
+  assert "could not be downloaded from the Hugging Face hub (cannot reach 127.0.0.1:9" in text
+  assert "robomimic/robomimic_datasets: v1.5/can/mh/low_dim_v15.hdf5" in text
+  assert f"--task=can --episodes=200 --out={tmp_path}/can/mh/low_dim_v15.hdf5" in text
+  assert not os.path.exists(tmp_path / "can")  # nothing left behind
