@@ -290,6 +290,7 @@ def fit_generator(sets, per_set, steps=4000, seed=0, **drift_kwargs):
   return share, int(np.sum(share >= 0.01))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("floor", [1e-6, 0.0])
 def test_policy_sized_sets_cover_every_mode_with_or_without_the_floor(floor):
   # 8 generated against 8 data points per state, 32 states: the agents' set sizes, where
@@ -299,12 +300,14 @@ def test_policy_sized_sets_cover_every_mode_with_or_without_the_floor(floor):
   assert share.sum() > 0.5, share  # most samples sit on a mode
 
 
+@pytest.mark.slow
 def test_large_sets_cover_every_mode_without_a_floor():
   share, covered = fit_generator(1, 256, affinity_floor=0.0)
   assert covered == 5, share
   assert share.sum() > 0.6, share
 
 
+@pytest.mark.slow
 def test_large_sets_do_not_collapse_under_a_relative_floor():
   # The relative floor keeps floor / typical affinity at its released ratio, but 512
   # targets sum many floored pairs: over seeds 0-3 it kept 5, 3, 5 and 3 of 5 modes
@@ -315,6 +318,7 @@ def test_large_sets_do_not_collapse_under_a_relative_floor():
   assert share.sum() > 0.6, share
 
 
+@pytest.mark.slow
 def test_large_sets_collapse_under_the_absolute_floor():
   # 256 against 256 in one set: the released 1e-6 is then comparable to the typical softmax
   # product (~1 / (256 x 512)) and dominates every pair, so the field stops telling the

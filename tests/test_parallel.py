@@ -8,12 +8,14 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 
 from dfp_jax.agents import dfp
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+@pytest.mark.slow
 def test_eight_devices_match_one_device_step_for_step():
   res = subprocess.run([sys.executable, os.path.join(HERE, "multidevice_check.py")],
                        capture_output=True, text=True, timeout=600)
@@ -36,6 +38,7 @@ def _tiny_agent(seed):
   return dfp.create(c, obs_dim=2, action_dim=2, key=jax.random.PRNGKey(seed))
 
 
+@pytest.mark.slow
 def test_vmapped_seeds_equal_separate_runs():
   seeds = (0, 1, 2)
   rng = np.random.default_rng(0)
@@ -60,6 +63,7 @@ def test_vmapped_seeds_equal_separate_runs():
 
 
 
+@pytest.mark.slow
 def test_smoke_training_on_eight_devices_matches_one(tmp_path):
   from dfp_jax.train.metrics import read_csv
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")

@@ -60,6 +60,7 @@ def test_captioned_video_round_trips_through_mp4_and_gif(tmp_path, monkeypatch):
     assert im.size == (4 * w + 3 * 2, h)
 
 
+@pytest.mark.slow
 def test_a_missing_renderer_is_one_error_line(tiny_cube_single, tmp_path):
   # PyOpenGL on another platform than EGL: MuJoCo's EGL backend cannot load.
   env = dict(os.environ, MUJOCO_GL="egl", PYOPENGL_PLATFORM="osmesa")

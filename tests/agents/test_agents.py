@@ -120,6 +120,7 @@ def _on_modes(samples):
   return near.mean(), np.bincount(d.argmin(-1)[near], minlength=4) / len(d)
 
 
+@pytest.mark.slow
 def test_flow_policy_fits_a_2d_mixture_in_a_few_euler_steps():
   agent = bfn.create(_config("bfn", actor_hidden=(64, 64, 64)), 2, 2, jax.random.PRNGKey(0))
   params = _fit(lambda p, b, k: bfn.actor_loss(agent, p, b, k)[0], agent.actor_params, 1500)
@@ -135,6 +136,7 @@ def test_flow_policy_fits_a_2d_mixture_in_a_few_euler_steps():
   assert _on_modes(sample(1))[0] < 0.2
 
 
+@pytest.mark.slow
 def test_meanflow_policy_fits_a_2d_mixture_in_one_step():
   # Three layers: with two, the one-step map splits the noise space unevenly (measured).
   # The authors' recipe (plain squared errors, lognorm times, IVC at r) fits this mixture
@@ -208,6 +210,7 @@ def test_every_config_file_has_every_preset_and_its_method():
     agents.get("nope")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["qc_fql", "bfn", "mvp_topk"])
 def test_smoke_training_runs_each_agent_family_through_the_trainer(method, tiny_cube_single,
                                                                    tmp_path):

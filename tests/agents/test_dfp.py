@@ -92,6 +92,7 @@ def _online(agent, use_topk, topk_weight=0.5, steps=200):
   return _positive_fraction(agent, jax.random.PRNGKey(5)), info
 
 
+@pytest.mark.slow
 def test_online_topk_update_shifts_policy_to_the_rewarded_mode(pretrained):
   control, _ = _online(pretrained, use_topk=False)
   frac, info = _online(pretrained, use_topk=True)

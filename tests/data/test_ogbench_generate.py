@@ -177,6 +177,7 @@ def _task2_rewards(train_path):
     return tr['rewards'], tr['terminals']
 
 
+@pytest.mark.slow
 def test_task_goal_prob_solves_task(tmp_path):
     kw = dict(episode_length=BIAS_LEN, val_episodes=1, seed=0, progress=False)
     biased, _ = gen.generate('cube-single-play-v0', 2, str(tmp_path / 'b'), num_workers=1, task_goal_prob=1.0, **kw)

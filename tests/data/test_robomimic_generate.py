@@ -74,6 +74,7 @@ def test_a_seeded_episode_repeats(lift_env, lift_demos):
   np.testing.assert_array_equal(again["actions"], lift_demos[3]["actions"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", ["can", "square"])
 def test_scripted_can_and_square_succeed(task):
   env = robomimic_env.make_env(robomimic_generate.env_meta(task), task)
@@ -82,6 +83,7 @@ def test_scripted_can_and_square_succeed(task):
   assert demo["success"] and len(demo["actions"]) < robomimic_data.TASKS[task][1]
 
 
+@pytest.mark.slow
 def test_generated_file_loads_with_splits_states_and_metadata_and_does_not_depend_on_workers(
     tmp_path):
   import mujoco

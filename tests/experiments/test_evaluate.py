@@ -66,6 +66,7 @@ def test_evaluate_restores_a_population_and_records_videos(tiny_cube_single, tmp
       (tmp_path / "eval_40" / "results.json").read_text())["step"] == 40
 
 
+@pytest.mark.slow
 def test_evaluate_bad_input_is_one_error_line(tmp_path):
   res = _run("experiments.evaluate", f"--workdir={tmp_path}")
   assert res.returncode != 0 and "Traceback" not in res.stderr

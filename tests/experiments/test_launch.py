@@ -10,6 +10,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
 from dfp_jax.train.metrics import read_csv
 
@@ -64,6 +65,7 @@ def test_slurm_dry_run_prints_a_valid_script_and_writes_nothing(tmp_path):
   assert shlex.split(last) == ["sbatch", str(script)] and not script.exists()
 
 
+@pytest.mark.slow
 def test_two_process_run_matches_single_process(tmp_path):
   """Two processes x 2 CPU devices joined by jax.distributed = one process, same numbers."""
   args = ["--config=experiments/configs/dfp.py:smoke", "--config.train.batch_size=32",

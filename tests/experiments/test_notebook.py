@@ -10,6 +10,7 @@ nbclient = pytest.importorskip("nbclient")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+@pytest.mark.slow
 def test_kernel_bandwidth_notebook_executes_small(tmp_path, monkeypatch):
   monkeypatch.setenv("DFP_NOTEBOOK_SIZE", "small")
   monkeypatch.setenv("DFP_NOTEBOOK_FIGURES", str(tmp_path))

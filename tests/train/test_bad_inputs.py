@@ -13,6 +13,9 @@ import pytest
 
 from dfp_jax.train.metrics import read_csv
 
+# Every test here trains or runs the command line in a subprocess.
+pytestmark = pytest.mark.slow
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TASK = "cube-single-play-singletask-task2-v0"
 SMOKE = "--config=experiments/configs/dfp.py:smoke"

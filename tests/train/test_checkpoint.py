@@ -21,6 +21,9 @@ from dfp_jax.train import checkpoint, loop as trainer
 from dfp_jax.train.metrics import read_csv
 from experiments.configs import dfp as dfp_configs
 
+# Every test here trains or runs the command line in a subprocess.
+pytestmark = pytest.mark.slow
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 OFFLINE, ONLINE = 200, 80
 # The smoke preset, long enough to be killed in each phase: evaluations every 50 steps,
@@ -195,7 +198,7 @@ def test_corrupt_and_incompatible_checkpoints_are_one_line_errors(reference, tmp
   # Other seeds than the checkpoint's.
   res = _run(work, data, "--seeds=0,1,2")
   assert res.returncode != 0 and "Traceback" not in res.stderr
-  assert "holds seeds [0, 1], this run asks for [0, 1, 2]" in res.stderr
+  assert "this run asks for ['seed_0', 'seed_1', 'seed_2']" in res.stderr
 
 
 def test_corrupt_dataset_is_one_line_error(tiny_cube_single, tmp_path):
@@ -281,7 +284,6 @@ def _kill_when(workdir, data, ready):
   return _steps(ckpt_dir), names
 
 
-@pytest.mark.slow
 def test_soak_ten_kills_at_random_moments_resume_to_the_uninterrupted_run(reference, tmp_path):
   """SIGKILL at 10 random moments over both phases (2 of them while a checkpoint is being
   written), rerunning after each: the run ends exactly where the uninterrupted one ended."""

@@ -19,6 +19,40 @@ def _train(*args, cwd=ROOT):
                         capture_output=True, text=True, timeout=600)
 
 
+def test_a_tiny_two_seed_run_in_process_writes_every_output_and_is_not_trained_twice(
+    tiny_cube_single, tmp_path):
+  from dfp_jax.train import checkpoint, loop
+  c = dfp_configs.get_config("smoke")
+  c.env.dataset_dir, c.env.generate_episodes = tiny_cube_single, 0
+  c.train.offline_steps, c.train.online_steps, c.train.start_training = 10, 10, 5
+  c.train.eval_interval, c.train.log_interval, c.train.checkpoint_interval = 10, 5, 10
+  c.train.tensorboard = False
+  summaries = loop.train_and_evaluate(c, str(tmp_path), seeds=[0, 1])
+  assert [s["seed"] for s in summaries] == [0, 1]
+  for seed in (0, 1):
+    run = tmp_path / f"seed_{seed}"
+    train, evals = read_csv(str(run / "train.csv")), read_csv(str(run / "eval.csv"))
+    np.testing.assert_array_equal(train["step"], [5, 10, 15, 20])
+    np.testing.assert_array_equal(evals["step"], [10, 20])
+    np.testing.assert_array_equal(evals["online"], [0.0, 1.0])
+    assert np.all(np.isfinite(train["critic/loss"]))
+    online = train["step"] > 10  # the top-K term only online
+    assert np.all(np.isfinite(train["actor/topk_loss"][online]))
+    assert np.all(np.isnan(train["actor/topk_loss"][~online]))
+    assert json.loads((run / "config.json").read_text())["seed"] == seed
+  # The two seeds are different runs, and both were checkpointed at the end.
+  a = read_csv(str(tmp_path / "seed_0" / "train.csv"))["critic/loss"]
+  b = read_csv(str(tmp_path / "seed_1" / "train.csv"))["critic/loss"]
+  assert not np.array_equal(a, b)
+  assert checkpoint.Checkpointer(str(tmp_path / "checkpoints")).latest_step() == 20
+  again = loop.train_and_evaluate(c, str(tmp_path), seeds=[0, 1])
+  drop = lambda s: {k: v for k, v in s.items() if k != "wall_time_s"}  # noqa: E731
+  assert [drop(s) for s in again] == [drop(s) for s in summaries]
+  np.testing.assert_array_equal(read_csv(str(tmp_path / "seed_0" / "train.csv"))["critic/loss"],
+                                a)  # nothing trained or written again
+
+
+@pytest.mark.slow
 def test_smoke_preset_trains_end_to_end(tmp_path):
   workdir = tmp_path / "run"
   res = _train("--config=experiments/configs/dfp.py:smoke", f"--workdir={workdir}",
@@ -46,6 +80,7 @@ def test_smoke_preset_trains_end_to_end(tmp_path):
   assert 0.0 <= summary["final_success"] <= 1.0 and summary["online_steps"] == 30
 
 
+@pytest.mark.slow
 def test_missing_dataset_is_one_clear_error(tmp_path):
   res = _train("--config=experiments/configs/dfp.py:smoke", f"--workdir={tmp_path / 'run'}",
                f"--config.env.dataset_dir={tmp_path / 'empty'}",
@@ -77,6 +112,7 @@ def test_paper_presets_use_table5_values():
   assert off.agent.topk_offline and off.train.online_steps == 0
 
 
+@pytest.mark.slow
 def test_sharded_data_rotates_one_shard_at_a_time(tiny_cube_single, tmp_path, monkeypatch):
   from dfp_jax.data import ogbench_data
   from dfp_jax.train import loop as trainer
@@ -103,6 +139,7 @@ def test_sharded_data_rotates_one_shard_at_a_time(tiny_cube_single, tmp_path, mo
   assert loaded == [0, 1, 2, 3]  # shard 3 wraps around to the first file
 
 
+@pytest.mark.slow
 def test_vectorised_seeds_equal_single_runs(tiny_cube_single, tmp_path):
   """Seed k of a vmapped multi-seed run computes what seed k alone computes."""
   from dfp_jax.train import loop as trainer
@@ -127,6 +164,7 @@ def test_vectorised_seeds_equal_single_runs(tiny_cube_single, tmp_path):
   assert json.loads((tmp_path / "vec" / "seed_0" / "config.json").read_text())["seed"] == 0
 
 
+@pytest.mark.slow
 def test_seed_and_task_sweep_from_the_entry_point(tmp_path):
   res = _train("--tasks=smoke", "--seeds=0,1", f"--workdir={tmp_path}",
                f"--config.env.dataset_dir={tmp_path / 'data'}", "--config.train.online_steps=12")
@@ -140,8 +178,9 @@ def test_seed_and_task_sweep_from_the_entry_point(tmp_path):
 
 def test_task_groups_expand_with_overrides():
   from experiments import train
-  configs = train.sweep_configs(os.path.join(ROOT, "experiments/configs/dfp.py"),
-                                ["cube-triple", "quick"], {"agent.top_k": 2})
+  presets, configs = zip(*train.sweep_configs(os.path.join(ROOT, "experiments/configs/dfp.py"),
+                                              ["cube-triple", "quick"], {"agent.top_k": 2}))
+  assert presets == ("cube-triple-task2", "cube-triple-task3", "cube-triple-task4", "quick")
   assert [c.env.task for c in configs] == [
       "cube-triple-play-singletask-task2-v0", "cube-triple-play-singletask-task3-v0",
       "cube-triple-play-singletask-task4-v0", "cube-single-play-singletask-task2-v0"]
@@ -149,6 +188,7 @@ def test_task_groups_expand_with_overrides():
   assert configs[0].agent.actor_hidden == (512,) * 4  # each preset's own values otherwise
 
 
+@pytest.mark.slow
 def test_ablation_flag_sweeps_the_papers_values_and_the_report_tables_them(tmp_path):
   res = _train("--config=experiments/configs/dfp.py:smoke", "--ablation=top_k", "--seeds=0",
                f"--workdir={tmp_path}", f"--config.env.dataset_dir={tmp_path / 'data'}",

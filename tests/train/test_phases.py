@@ -1,6 +1,5 @@
 """The periodic-action rule and the run state's checkpoint round trip."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 

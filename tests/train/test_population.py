@@ -4,7 +4,6 @@ member with a lone run of that seed and those values on 1 device, on 8 host devi
 
 import csv
 import os
-import shutil
 import signal
 import subprocess
 import sys

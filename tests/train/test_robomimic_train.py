@@ -26,6 +26,7 @@ def _train(workdir, data, *flags):
       cwd=ROOT, capture_output=True, text=True, timeout=900)
 
 
+@pytest.mark.slow
 def test_smoke_training_on_generated_lift_data_resume_and_a_file_in_another_layout(tmp_path):
   data, run = tmp_path / "data", tmp_path / "run"
   res = _train(run, data)

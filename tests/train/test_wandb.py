@@ -46,6 +46,7 @@ def _config(data_dir):
   return c
 
 
+@pytest.mark.slow
 def test_wandb_logs_the_csv_rows_once_across_a_resume(tiny_cube_single, tmp_path, monkeypatch):
   runs = []
   monkeypatch.setitem(sys.modules, "wandb", _fake_wandb(runs))
@@ -80,6 +81,7 @@ def test_wandb_logs_the_csv_rows_once_across_a_resume(tiny_cube_single, tmp_path
       r["step"] <= last for r in second.rows)
 
 
+@pytest.mark.slow
 def test_real_wandb_offline_run_resumes_by_id(tiny_cube_single, tmp_path, monkeypatch):
   pytest.importorskip("wandb", reason="wandb is not installed (pip install -e '.[wandb]')")
   monkeypatch.setenv("WANDB_MODE", "offline")
