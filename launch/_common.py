@@ -10,8 +10,22 @@ def quote(cmd: Sequence[str]) -> str:
 
 
 def train_args(argv: Sequence[str]) -> List[str]:
-  """Arguments after `--` go to `python -m experiments.train`."""
-  return list(argv[argv.index("--") + 1:]) if "--" in argv else []
+  """Arguments after `--` go to `python -m experiments.train` (the first command only)."""
+  return train_commands(argv)[0]
+
+
+def train_commands(argv: Sequence[str]) -> List[List[str]]:
+  """`-- A... -- B...`: one `python -m experiments.train` command per `--` group, run one after
+  another in the same job (e.g. two ablations on one pod)."""
+  if "--" not in argv:
+    return [[]]
+  groups: List[List[str]] = []
+  for a in argv[argv.index("--"):]:
+    if a == "--":
+      groups.append([])
+    else:
+      groups[-1].append(a)
+  return groups
 
 
 def run(cmds: Sequence[Sequence[str]], dry_run: bool) -> int:

@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 
-from _common import quote, train_args
+from _common import quote, train_commands
 
 
 def free_port() -> int:
@@ -37,16 +37,18 @@ def main(argv):
   p.add_argument("--port", type=int, default=0, help="coordinator port (0: a free one)")
   p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
   opts = p.parse_args(own)
-  cmds = commands(opts.num_processes, opts.devices_per_process, opts.port or free_port(),
-                  train_args(argv))
-  for cmd in cmds:
-    print(quote(cmd), flush=True)
-  if opts.dry_run:
-    return 0
-  procs = [subprocess.Popen(cmd[1:], env=dict(os.environ, XLA_FLAGS=cmd[0].split("=", 1)[1]))
-           for cmd in cmds]
-  codes = [p.wait() for p in procs]
-  return max(codes, key=abs)
+  for args in train_commands(argv):  # several `-- ARGS` groups: one job after another
+    cmds = commands(opts.num_processes, opts.devices_per_process, opts.port or free_port(), args)
+    for cmd in cmds:
+      print(quote(cmd), flush=True)
+    if opts.dry_run:
+      continue
+    procs = [subprocess.Popen(cmd[1:], env=dict(os.environ, XLA_FLAGS=cmd[0].split("=", 1)[1]))
+             for cmd in cmds]
+    code = max((p.wait() for p in procs), key=abs)
+    if code:
+      return code
+  return 0
 
 
 if __name__ == "__main__":

@@ -5,14 +5,15 @@
 
 One task per node; jax.distributed.initialize() reads SLURM's variables, and
 every process sees its node's GPUs. --dry-run prints the script and the
-sbatch command without writing or submitting anything.
+sbatch command without writing or submitting anything. Several `-- ARGS`
+groups become one `srun` line each, run one after another in the job.
 """
 
 import argparse
 import os
 import sys
 
-from _common import quote, run, train_args
+from _common import quote, run, train_commands
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -32,8 +33,7 @@ def script(nodes, gpus_per_node, partition, time, job_name, args):
   lines += [
       "set -euo pipefail",
       f"cd {quote([REPO])}",
-      "srun " + quote(["python", "-m", "experiments.train", "--distributed", *args]),
-  ]
+  ] + ["srun " + quote(["python", "-m", "experiments.train", "--distributed", *a]) for a in args]
   return "\n".join(lines) + "\n"
 
 
@@ -48,7 +48,7 @@ def main(argv):
   p.add_argument("--script", default="dfp.sbatch", help="where to write the sbatch script")
   p.add_argument("--dry-run", action="store_true", help="print the script and command only")
   o = p.parse_args(own)
-  text = script(o.nodes, o.gpus_per_node, o.partition, o.time, o.job_name, train_args(argv))
+  text = script(o.nodes, o.gpus_per_node, o.partition, o.time, o.job_name, train_commands(argv))
   print(text, end="")
   if not o.dry_run:
     with open(o.script, "w") as f:

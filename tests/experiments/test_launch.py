@@ -131,3 +131,21 @@ def test_two_process_run_matches_single_process(tmp_path):
     for k in a:
       if k not in ("steps_per_s", "eval_time_s"):
         np.testing.assert_array_equal(a[k], c[k], err_msg=f"SIGTERM {stream} {k}")
+
+
+def test_several_training_commands_run_one_after_another_in_one_job(tmp_path):
+  lam = ["--tasks=cube-quadruple-100m-task2", "--ablation=topk_weight", "--seeds=0,1,2,3,4"]
+  temps = ["--tasks=cube-quadruple-100m-task2", "--ablation=temperatures", "--seeds=0,1,2,3,4"]
+  out = _launch("tpu_pod.py", "--tpu=pod", "--zone=z", "--dry-run", "--", *lam, "--", *temps)
+  train = [a for a in shlex.split(out.strip().splitlines()[2]) if a.startswith("--command=")][0]
+  steps = [shlex.split(part) for part in train.split("&&")[1:]]
+  assert steps == [["python", "-m", "experiments.train", "--distributed", *lam],
+                   ["python", "-m", "experiments.train", "--distributed", *temps]]
+  out = _launch("slurm.py", "--nodes=2", f"--script={tmp_path / 'x.sbatch'}", "--dry-run", "--",
+                *lam, "--", *temps)
+  sruns = [shlex.split(line) for line in out.splitlines() if line.startswith("srun ")]
+  assert sruns == [["srun", "python", "-m", "experiments.train", "--distributed", *lam],
+                   ["srun", "python", "-m", "experiments.train", "--distributed", *temps]]
+  out = _launch("local.py", "--num_processes=2", "--dry-run", "--", "--seeds=0", "--", "--seeds=1")
+  cmds = [shlex.split(line) for line in out.strip().splitlines()]
+  assert [c[-1] for c in cmds] == ["--seeds=0", "--seeds=0", "--seeds=1", "--seeds=1"]
