@@ -112,15 +112,24 @@ class Checkpointer:
                read_only: bool = False):
     self.directory = os.path.abspath(directory)
     self._last_saved: Optional[int] = None
-    # The items' handlers follow from the args of each save and restore (Composite of
-    # StandardSave / JsonSave), so no legacy item_names; LatestN replaces max_to_keep.
+    # The items' handlers are registered by name (the current API; no legacy item_names),
+    # LatestN replaces max_to_keep.
+    registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
+    for item, handler, save, restore in (
+        ("device", ocp.StandardCheckpointHandler(), ocp.args.StandardSave,
+         ocp.args.StandardRestore),
+        ("meta", ocp.JsonCheckpointHandler(), ocp.args.JsonSave, ocp.args.JsonRestore)):
+      registry.add(item, save, handler)
+      registry.add(item, restore, handler)
     if read_only:  # evaluation of someone's run: nothing is created or deleted there
-      options = ocp.CheckpointManagerOptions(read_only=True, create=False)
+      options = ocp.CheckpointManagerOptions(read_only=True, create=False,
+                                             save_interval_steps=0)
     else:
       options = ocp.CheckpointManagerOptions(
           preservation_policy=ocp.checkpoint_managers.LatestN(max(1, max_to_keep)),
           enable_async_checkpointing=async_save, create=True)
-    self._manager = ocp.CheckpointManager(self.directory, options=options)
+    self._manager = ocp.CheckpointManager(self.directory, options=options,
+                                          handler_registry=registry)
 
   def latest_step(self) -> Optional[int]:
     return self._manager.latest_step()

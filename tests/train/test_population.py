@@ -101,6 +101,14 @@ def test_members_equal_lone_runs(lone, mesh, devices):
                devices=devices)
   assert res.returncode == 0, res.stderr[-3000:]
   _assert_members_equal_lone(workdir, str(lone))
+  if mesh is None:  # the report tables the members like separate runs, 2 seeds per row
+    out = lone / "report"
+    rep = subprocess.run([sys.executable, "-m", "experiments.report", workdir, f"--out={out}",
+                          "--label_key=agent.topk_weight,agent.temperatures"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert rep.returncode == 0, rep.stderr[-3000:]
+    rows = _rows(str(out / "results.csv"))
+    assert len(rows) == len(VALUES) and all(r["num_seeds"] == "2" for r in rows), rows
 
 
 @pytest.mark.slow
