@@ -116,11 +116,19 @@ def generate(task: str, episodes: int, out: str, seed: int = 0, workers: int = 1
   n_valid = max(1, round(VALID_FRACTION * len(demos))) if len(demos) > 1 else 0
   masks = {"train": sorted(order[n_valid:].tolist()), "valid": sorted(order[:n_valid].tolist())}
   path = os.path.expanduser(out)
-  robomimic_data.write_dataset(path, demos, env_meta(task), masks)
-  import h5py
-  with h5py.File(path, "a") as f:  # say where the data came from; robomimic ignores the attribute
-    f["data"].attrs["source"] = (f"scripted demonstrators (experiments.generate_robomimic, "
-                                 f"seed {seed}, {len(demos)} of {episodes} episodes)")
+  # Written beside the target and renamed when complete: a killed generation leaves no
+  # truncated file, and two runs generating the same (seeded) file at once both end well.
+  tmp = f"{path}.tmp-{os.getpid()}"
+  try:
+    robomimic_data.write_dataset(tmp, demos, env_meta(task), masks)
+    import h5py
+    with h5py.File(tmp, "a") as f:  # where the data came from; robomimic ignores the attribute
+      f["data"].attrs["source"] = (f"scripted demonstrators (experiments.generate_robomimic, "
+                                   f"seed {seed}, {len(demos)} of {episodes} episodes)")
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
   lengths = [len(d["actions"]) for d in demos]
   return {"attempted": episodes, "kept": len(demos), "success_rate": len(demos) / episodes,
           "mean_length": float(np.mean(lengths)), "path": path}

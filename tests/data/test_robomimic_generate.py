@@ -91,6 +91,7 @@ def test_generated_file_loads_with_splits_states_and_metadata_and_does_not_depen
   path = str(tmp_path / "lift.hdf5")
   summary = robomimic_generate.generate("lift", 4, path, seed=1, workers=1, progress=False)
   assert summary["kept"] >= 3 and summary["success_rate"] == summary["kept"] / 4
+  assert os.listdir(tmp_path) == ["lift.hdf5"]  # written whole, then renamed into place
   data = robomimic_data.load_dataset(path)
   assert data["observations"].shape == (len(data["actions"]), 19)
   assert data["actions"].shape[1] == 7 and data["env_meta"]["env_name"] == "Lift"
