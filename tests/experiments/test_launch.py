@@ -24,6 +24,20 @@ def _launch(script, *args, timeout=60):
   return res.stdout
 
 
+def _children(pid):
+  """The pids whose parent is `pid` (from /proc: no procps needed)."""
+  out = []
+  for name in os.listdir("/proc"):
+    try:
+      with open(f"/proc/{name}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+      continue
+    if name.isdigit() and int(fields[1]) == pid:
+      out.append(int(name))
+  return out
+
+
 def test_local_dry_run_prints_one_command_per_process():
   out = _launch("local.py", "--num_processes=3", "--devices_per_process=2", "--port=1234",
                 "--dry-run", "--", "--config=experiments/configs/dfp.py:smoke", "--seeds=0,1")
@@ -110,11 +124,10 @@ def test_two_process_run_matches_single_process(tmp_path):
   while not (term / "checkpoints" / "10").exists():
     assert launcher.poll() is None and time.time() < deadline, "run ended before step 10"
     time.sleep(0.05)
-  children = subprocess.run(["pgrep", "-P", str(launcher.pid)], capture_output=True,
-                            text=True).stdout.split()
+  children = _children(launcher.pid)
   assert len(children) == 2
   for pid in children:
-    os.kill(int(pid), signal.SIGTERM)
+    os.kill(pid, signal.SIGTERM)
   _, err = launcher.communicate(timeout=600)
   assert launcher.returncode == 143, err[-3000:]
   stopped = [line for line in err.splitlines() if line.startswith("stopped: SIGTERM at step")]
