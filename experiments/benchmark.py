@@ -2,6 +2,7 @@
 
   python -m experiments.benchmark [--presets=cube-double-task2,quick] [--iters=20]
                                   [--methods=dfp,qc_fql,mvp,...] [--seed_counts=1,5,10]
+  python -m experiments.benchmark --suite=accelerator --out=DIR [--smoke]
 
 The third table is the cost of a checkpoint (dfp_jax/train/checkpoint.py) when the
 online replay data is largest. The first table measures every method side by side at each preset's (equal)
@@ -16,6 +17,7 @@ warm-up call that compiles; inputs are random arrays of the task's sizes.
 import functools
 import os
 import platform
+import sys
 import tempfile
 import time
 
@@ -33,6 +35,10 @@ flags.DEFINE_list("seed_counts", ["1", "5", "10"], "Seed counts S for the vector
 flags.DEFINE_list("population_sizes", [], "Population sizes M for the population table (members "
                   "on a (pop, data) mesh over every device; empty: skip it).")
 flags.DEFINE_integer("checkpoint_seeds", 1, "Seeds in the checkpoint-cost table (0: skip it).")
+flags.DEFINE_enum("suite", "tables", ["tables", "accelerator"], "tables: the tables below on "
+                  "stdout; accelerator: experiments/accelerator_suite.py into --out.")
+flags.DEFINE_string("out", "accelerator", "Directory for the accelerator suite's files.")
+flags.DEFINE_bool("smoke", False, "The accelerator suite at tiny sizes (CPU, the test suite).")
 flags.DEFINE_integer("obs_dim", 40, "Observation size (cube-double: 40).")
 flags.DEFINE_integer("action_dim", 5, "Action size (OGBench manipulation: 5).")
 FLAGS = flags.FLAGS
@@ -150,6 +156,12 @@ def measure_checkpoint(config, obs_dim, action_dim, num_seeds, directory):
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint step at INFO
+  if FLAGS.suite == "accelerator":
+    from experiments import accelerator_suite
+    accelerator_suite.run(sys.modules[__name__], FLAGS.out, FLAGS.smoke, 2 if FLAGS.smoke else FLAGS.iters,
+                          FLAGS.obs_dim, FLAGS.action_dim)
+    print(open(os.path.join(FLAGS.out, "accelerator.md")).read())
+    return
   dev = jax.devices()[0]
   print(f"device: {dev.platform} {dev.device_kind} x{jax.device_count()}, "
         f"host: {platform.processor() or platform.machine()}, jax {jax.__version__}")

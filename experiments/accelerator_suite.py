@@ -1,0 +1,131 @@
+"""The accelerator suite: what one short session on a GPU or TPU should measure, as files.
+
+Run as `python -m experiments.benchmark --suite=accelerator --out=DIR [--smoke]`; `bench`
+below is that module (its measurement functions).
+Writes DIR/accelerator.json (every number) and DIR/accelerator.md (the tables):
+
+  - the device, jax and jaxlib versions, the matmul precision in effect;
+  - every method's offline and online ms per update and ms per best-of-N'
+    action at the paper's sizes (4x512, batch 256), with compile times;
+  - DFP with S = 1, 5, 10, 20 seeds vmapped: ms per update and throughput
+    relative to S sequential updates;
+  - a DFP population of M = 1 to 64 members over every device (the
+    (pop, data) mesh when there are several);
+  - peak device memory where the backend reports it.
+
+`--smoke` runs the same suite at the `smoke` preset's tiny sizes with fewer
+seeds and members (the test suite runs it on CPU). The trainer end to end
+with a synthetic environment (issue 15) is not measured yet.
+"""
+
+import functools
+import json
+import os
+import platform
+import time
+from typing import Dict, List
+
+import jax
+import jaxlib
+import numpy as np
+
+from dfp_jax import agents
+
+
+def _peak_memory_mb():
+  stats = jax.devices()[0].memory_stats() or {}
+  peak = stats.get("peak_bytes_in_use")
+  return None if peak is None else peak / 2**20
+
+
+def _first_call_s(fn):
+  t0 = time.perf_counter()
+  jax.block_until_ready(fn())
+  return time.perf_counter() - t0
+
+
+def device_info() -> Dict:
+  dev = jax.devices()[0]
+  return {"platform": dev.platform, "device_kind": dev.device_kind,
+          "device_count": jax.device_count(), "process_count": jax.process_count(),
+          "host": platform.processor() or platform.machine(), "jax": jax.__version__,
+          "jaxlib": jaxlib.__version__,
+          "matmul_precision": str(jax.config.jax_default_matmul_precision or "default")}
+
+
+def methods_table(bench, preset: str, iters: int, obs_dim: int, action_dim: int) -> List[Dict]:
+  rows = []
+  for method in agents.METHODS:
+    config = bench.get_config(method, preset)
+    lib = agents.get(config.method)
+    agent = lib.create(config.agent, obs_dim, action_dim, jax.random.PRNGKey(0))
+    batch = bench.random_batch(np.random.default_rng(0), config.train.batch_size, obs_dim,
+                               config.agent.chunk_len * action_dim)
+    update = jax.jit(functools.partial(lib.update, online=True))
+    compile_s = _first_call_s(lambda: update(agent, batch, jax.random.PRNGKey(0))[0])
+    row = bench.measure(config, obs_dim, action_dim, iters)
+    rows.append({"preset": preset, "method": method, "online compile s": compile_s, **row})
+  return rows
+
+
+def seeds_table(bench, preset: str, counts, iters: int, obs_dim: int, action_dim: int) -> List[Dict]:
+  config = bench.get_config("dfp", preset)
+  single = bench.measure_seeds(config, obs_dim, action_dim, 1, iters)
+  rows = []
+  for s in counts:
+    ms = single if s == 1 else bench.measure_seeds(config, obs_dim, action_dim, s, iters)
+    rows.append({"preset": preset, "S": s, "vmapped_ms": ms, "sequential_ms": s * single,
+                 "speedup": s * single / ms})
+  return rows
+
+
+def population_table(bench, preset: str, sizes, iters: int, obs_dim: int, action_dim: int):
+  config = bench.get_config("dfp", preset)
+  rows = []
+  for m in sizes:
+    pop, data, ms = bench.measure_population(config, obs_dim, action_dim, m, iters)
+    rows.append({"preset": preset, "M": m, "pop": pop, "data": data, "ms": ms,
+                 "member_updates_per_s": 1e3 * m / ms})
+  return rows
+
+
+def _md_table(rows: List[Dict], cols: List[str]) -> str:
+  def cell(v):
+    return f"{v:.2f}" if isinstance(v, float) else str(v)
+  lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+  lines += ["| " + " | ".join(cell(r.get(c)) for c in cols) + " |" for r in rows]
+  return "\n".join(lines)
+
+
+def run(bench, out: str, smoke: bool, iters: int, obs_dim: int, action_dim: int) -> Dict:
+  preset = "smoke" if smoke else "cube-double-task2"
+  seeds = (1, 2) if smoke else (1, 5, 10, 20)
+  members = (1, 2) if smoke else (1, 2, 4, 8, 16, 32, 64)
+  started = time.perf_counter()
+  result = {"device": device_info(), "preset": preset, "iters": iters}
+  result["methods"] = methods_table(bench, preset, iters, obs_dim, action_dim)
+  result["seeds"] = seeds_table(bench, preset, seeds, iters, obs_dim, action_dim)
+  result["population"] = population_table(bench, preset, members, iters, obs_dim, action_dim)
+  result["peak_memory_mb"] = _peak_memory_mb()
+  result["wall_s"] = time.perf_counter() - started
+  os.makedirs(out, exist_ok=True)
+  with open(os.path.join(out, "accelerator.json"), "w") as f:
+    json.dump(result, f, indent=2)
+  d = result["device"]
+  md = [f"# Accelerator suite: {d['device_kind']} x{d['device_count']} ({d['platform']})",
+        "", f"jax {d['jax']}, jaxlib {d['jaxlib']}, matmul precision {d['matmul_precision']}, "
+        f"preset `{preset}`, median of {iters} calls after a compiling call; "
+        "peak device memory " + (f"{result['peak_memory_mb']:.0f} MB; "
+                                 if result["peak_memory_mb"] is not None else "not reported; ") +
+        f"suite wall time {result['wall_s']:.0f} s.", "",
+        "## Every method (ms per update / per best-of-N' action)", "",
+        _md_table(result["methods"], ["method", "hidden", "batch", "h", "samples (act/target)",
+                                      "online compile s", "offline ms/step", "online ms/step",
+                                      "act ms/call"]),
+        "", "## DFP, S seeds vmapped (online update)", "",
+        _md_table(result["seeds"], ["S", "vmapped_ms", "sequential_ms", "speedup"]),
+        "", "## DFP population over every device (online update)", "",
+        _md_table(result["population"], ["M", "pop", "data", "ms", "member_updates_per_s"]), ""]
+  with open(os.path.join(out, "accelerator.md"), "w") as f:
+    f.write("\n".join(md))
+  return result

@@ -1,0 +1,33 @@
+"""The accelerator suite at tiny sizes: every table filled with finite timings, JSON and Markdown."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from dfp_jax import agents
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.mark.slow
+def test_accelerator_suite_smoke_writes_every_table(tmp_path):
+  res = subprocess.run([sys.executable, "-m", "experiments.benchmark", "--suite=accelerator",
+                        "--smoke", f"--out={tmp_path}"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=900)
+  assert res.returncode == 0, res.stderr[-3000:]
+  result = json.loads((tmp_path / "accelerator.json").read_text())
+  assert result["device"]["platform"] == "cpu" and result["device"]["jax"]
+  assert [r["method"] for r in result["methods"]] == list(agents.METHODS)
+  for r in result["methods"]:
+    for k in ("offline ms/step", "online ms/step", "act ms/call", "online compile s"):
+      assert math.isfinite(r[k]) and r[k] > 0, (r["method"], k)
+  assert [r["S"] for r in result["seeds"]] == [1, 2]
+  assert result["seeds"][1]["sequential_ms"] == pytest.approx(2 * result["seeds"][0]["vmapped_ms"])
+  assert [r["M"] for r in result["population"]] == [1, 2]
+  assert all(r["ms"] > 0 and r["pop"] * r["data"] == 1 for r in result["population"])
+  md = (tmp_path / "accelerator.md").read_text()
+  assert md.count("\n| dfp |") == 1 and "## DFP population over every device" in md
