@@ -198,6 +198,21 @@ class Placement:
     return jax.tree.map(get, tree)
 
 
+def sync(name: str):
+  """Barrier across processes (no-op in a one-process run)."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(name)
+
+
+def any_process(flag: bool) -> bool:
+  """True on every process if `flag` is true on any (a collective)."""
+  if jax.process_count() == 1:
+    return flag
+  from jax.experimental import multihost_utils
+  return bool(np.max(multihost_utils.process_allgather(np.int32(flag))))
+
+
 def initialize_distributed(coordinator_address=None, num_processes=None, process_id=None):
   """`jax.distributed.initialize`, explicit or auto-detected (TPU pods, SLURM)."""
   if coordinator_address:

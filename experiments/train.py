@@ -37,7 +37,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from dfp_jax import agents
+from dfp_jax import agents, parallel
 from dfp_jax.data import ogbench_data, tasks
 from dfp_jax.train import checkpoint, population, validation
 
@@ -274,7 +274,6 @@ def main(argv):
   pylogging.getLogger("absl").addFilter(_QuietOrbaxErrors())
   sys.unraisablehook = _quiet_closed_loops
   if FLAGS.distributed or FLAGS.coordinator_address:
-    from dfp_jax import parallel
     parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
                                     FLAGS.process_id)
   from dfp_jax.train import loop as trainer
@@ -291,9 +290,7 @@ def main(argv):
         video.check_renderer()
       if jax.process_index() == 0:
         ensure_dataset(config.env)
-      if jax.process_count() > 1:  # the others wait until process 0 has the data
-        from jax.experimental import multihost_utils
-        multihost_utils.sync_global_devices("dataset ready")
+      parallel.sync("dataset ready")  # the other processes wait until process 0 has the data
       summaries = trainer.train_and_evaluate(config, workdir, seeds=seeds if grouped else None,
                                              seed_dirs=grouped, overwrite=FLAGS.overwrite,
                                              sweep=sweep, mesh=mesh, checkpoint_subdir=ckpt)

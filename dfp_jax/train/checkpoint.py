@@ -30,6 +30,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from dfp_jax import parallel
+
 # Config fields that do not change results: a run may resume with other values.
 RESUMABLE_FIELDS = ("train.progress_bar", "train.tensorboard", "train.checkpoint_interval",
                     "train.keep_checkpoints", "train.async_checkpointing",
@@ -96,12 +98,6 @@ def _unpack(arrays: Dict[str, np.ndarray], spec: List):
       node = node.setdefault(p, {})
     node[leaf] = value
   return out
-
-
-def _sync(name: str):
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
-    multihost_utils.sync_global_devices(name)
 
 
 class Checkpointer:
@@ -175,7 +171,7 @@ class Checkpointer:
         if os.path.exists(tmp):
           os.remove(tmp)
         raise CheckpointError(self._unwritable(e)) from e
-    _sync(f"members of checkpoint {step} written")
+    parallel.sync(f"members of checkpoint {step} written")
     try:
       self._manager.save(step, args=ocp.args.Composite(
           device=ocp.args.StandardSave(device_tree), meta=ocp.args.JsonSave(meta)), force=True)

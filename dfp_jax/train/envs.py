@@ -19,7 +19,6 @@ import jax
 
 from dfp_jax import parallel
 from dfp_jax.train.updates import select_keys, split_keys
-from dfp_jax.train.workdir import any_process
 
 
 def env_seed(seed: int, episode: int) -> int:
@@ -131,7 +130,7 @@ class SeedEnvs:
       done = [False] * num
       for s, env in enumerate(self.envs) if watch else ():
         watch(ep, s, env, None)
-      while any_process(not all(done)) if self._always_act else not all(done):
+      while parallel.any_process(not all(done)) if self._always_act else not all(done):
         actions, keys = self.next_actions(agents, obs, keys, queues, [not d for d in done])
         for s, env in enumerate(self.envs):
           if done[s]:

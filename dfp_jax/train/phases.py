@@ -14,13 +14,12 @@ from typing import Dict, List, Optional
 import jax
 import numpy as np
 
-from dfp_jax import video
+from dfp_jax import parallel, video
 from dfp_jax.train import state as state_lib
 from dfp_jax.train.faults import Interrupted
 from dfp_jax.train.metrics import to_scalars
 from dfp_jax.train.run import Run, make_buffers, sample_batch, stack
 from dfp_jax.train.state import RunState
-from dfp_jax.train.workdir import any_process
 
 
 def due(prev: int, now: int, every: int, end: Optional[int] = None) -> bool:
@@ -48,7 +47,7 @@ def at_boundary(run: Run, state: RunState, prev: int, phase_end: bool):
   stop = run.signals.signum is not None
   if run.multi_host:  # processes agree on stopping at log boundaries (a collective)
     stop = due(prev, step, tc.log_interval) or phase_end
-    stop = stop and any_process(run.signals.signum is not None)
+    stop = stop and parallel.any_process(run.signals.signum is not None)
   if stop or phase_end or due(prev, step, tc.checkpoint_interval):
     save(run, state)
   if stop:

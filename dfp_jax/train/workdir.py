@@ -7,9 +7,7 @@ import os
 import shutil
 from typing import Dict, List, Optional, Sequence, Tuple
 
-import jax
-import numpy as np
-
+from dfp_jax.parallel import any_process, sync
 from dfp_jax.train import checkpoint, population
 from dfp_jax.train.lock import LockedError, WorkdirLock
 from dfp_jax.train.population import Member
@@ -17,21 +15,6 @@ from dfp_jax.train.population import Member
 # What a run writes into each seed's directory.
 RUN_FILES = ("config.json", "train.csv", "eval.csv", "summary.json", "learning_curve.png", "tb",
              "videos", "wandb", "wandb.json")
-
-
-def sync(name: str):
-  """Barrier across processes (no-op in a one-process run)."""
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
-    multihost_utils.sync_global_devices(name)
-
-
-def any_process(flag: bool) -> bool:
-  """True on every process if `flag` is true on any (a collective)."""
-  if jax.process_count() == 1:
-    return flag
-  from jax.experimental import multihost_utils
-  return bool(np.max(multihost_utils.process_allgather(np.int32(flag))))
 
 
 @contextlib.contextmanager
