@@ -29,8 +29,12 @@ setup(
         "imageio-ffmpeg",  # mp4 (H.264) rollout videos; GIF without it
     ],
     extras_require={
-        "test": ["pytest>=8", "nbformat", "nbclient", "ipykernel", "wandb"],
+        # The remote-workdir tests run against a local Cloud Storage emulator.
+        "test": ["pytest>=8", "nbformat", "nbclient", "ipykernel", "wandb", "gcsfs",
+                 "gcp-storage-emulator"],
         "wandb": ["wandb"],
+        # gs:// workdirs (TPU pods): the path layer's files go through gcsfs.
+        "gcs": ["gcsfs"],
         # Robomimic: the official low_dim_v15.hdf5 files were made with robosuite 1.5.1, whose
         # `object` observation differs from 1.4's, so a policy trained on them must act in 1.5.1.
         # robosuite fails on mujoco >= 3.10 and robosuite 1.5.2 needs numpy < 2 (this project

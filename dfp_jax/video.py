@@ -21,6 +21,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from dfp_jax import fileio
+
 FPS = 20            # OGBench (control_timestep 0.05 s) and robosuite (control_freq 20) alike
 BACKENDS = ("egl", "osmesa", "glfw")
 _SHEET_FRAMES = 8
@@ -267,9 +269,9 @@ def evaluation_videos(run, step: int):
   try:
     yield recorder
     for logger, position in zip(outputs.loggers, outputs.positions):
-      for v in save(recorder, position, os.path.join(logger.workdir, "videos"), f"{step}_",
-                    run.config.env.task, step):
-        logger.video(f"eval/video_ep{v['episode']}", step, v["frames"], v["video"],
-                     FPS / recorder.stride)
+      with fileio.staged(os.path.join(logger.workdir, "videos")) as out_dir:
+        for v in save(recorder, position, out_dir, f"{step}_", run.config.env.task, step):
+          logger.video(f"eval/video_ep{v['episode']}", step, v["frames"], v["video"],
+                       FPS / recorder.stride)
   finally:
     recorder.close()

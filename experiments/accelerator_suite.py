@@ -11,6 +11,8 @@ Writes DIR/accelerator.json (every number) and DIR/accelerator.md (the tables):
     relative to S sequential updates;
   - a DFP population of M = 1 to 64 members over every device (the
     (pop, data) mesh when there are several);
+  - DFP's online update under each `train.matmul_precision` (fp32, tf32, bf16, the
+    backend's default): ms, and the distance of one update's result from fp32's;
   - peak device memory where the backend reports it.
 
 `--smoke` runs the same suite at the `smoke` preset's tiny sizes with fewer
@@ -89,6 +91,38 @@ def population_table(bench, preset: str, sizes, iters: int, obs_dim: int, action
   return rows
 
 
+def precision_table(bench, preset: str, iters: int, obs_dim: int, action_dim: int) -> List[Dict]:
+  """DFP's online update under each train.matmul_precision: ms, and how far one update's
+  losses and actor parameters move from fp32's (same state, batch, key)."""
+  from dfp_jax.train.updates import MATMUL_PRECISIONS, matmul_precision
+  config = bench.get_config("dfp", preset)
+  lib = agents.get("dfp")
+  agent = lib.create(config.agent, obs_dim, action_dim, jax.random.PRNGKey(0))
+  batch = bench.random_batch(np.random.default_rng(0), config.train.batch_size, obs_dim,
+                             config.agent.chunk_len * action_dim)
+  results = {}
+  for name in MATMUL_PRECISIONS:
+    with matmul_precision(name):
+      update = jax.jit(functools.partial(lib.update, online=True))
+      new, info = update(agent, batch, jax.random.PRNGKey(0))
+      ms = bench.time_calls(lambda a, k: update(a, batch, k)[0],
+                            lambda i: (agent, jax.random.PRNGKey(i)), iters)
+    results[name] = (ms, new, info)
+  ref_new, ref_info = results["fp32"][1:]
+  rows = []
+  for name, (ms, new, info) in results.items():
+    rel = [float(np.max(np.abs(np.asarray(a) - np.asarray(b)))
+                 / (np.max(np.abs(np.asarray(b))) + 1e-12))
+           for a, b in zip(jax.tree.leaves(new.actor_params), jax.tree.leaves(ref_new.actor_params))]
+    rows.append({"precision": name, "online ms/step": ms,
+                 "actor loss": float(info["actor/loss"]), "critic loss": float(info["critic/loss"]),
+                 "max rel. param diff to fp32": max(rel),
+                 "finite": bool(np.isfinite(float(info["actor/loss"]))
+                                and np.isfinite(float(info["critic/loss"])))})
+  del ref_info
+  return rows
+
+
 def _md_table(rows: List[Dict], cols: List[str]) -> str:
   def cell(v):
     return f"{v:.2f}" if isinstance(v, float) else str(v)
@@ -106,6 +140,7 @@ def run(bench, out: str, smoke: bool, iters: int, obs_dim: int, action_dim: int)
   result["methods"] = methods_table(bench, preset, iters, obs_dim, action_dim)
   result["seeds"] = seeds_table(bench, preset, seeds, iters, obs_dim, action_dim)
   result["population"] = population_table(bench, preset, members, iters, obs_dim, action_dim)
+  result["precision"] = precision_table(bench, preset, iters, obs_dim, action_dim)
   result["peak_memory_mb"] = _peak_memory_mb()
   result["wall_s"] = time.perf_counter() - started
   os.makedirs(out, exist_ok=True)
@@ -125,7 +160,11 @@ def run(bench, out: str, smoke: bool, iters: int, obs_dim: int, action_dim: int)
         "", "## DFP, S seeds vmapped (online update)", "",
         _md_table(result["seeds"], ["S", "vmapped_ms", "sequential_ms", "speedup"]),
         "", "## DFP population over every device (online update)", "",
-        _md_table(result["population"], ["M", "pop", "data", "ms", "member_updates_per_s"]), ""]
+        _md_table(result["population"], ["M", "pop", "data", "ms", "member_updates_per_s"]),
+        "", "## DFP under each train.matmul_precision (online update, one update from the same "
+        "state)", "",
+        _md_table(result["precision"], ["precision", "online ms/step", "actor loss", "critic loss",
+                                        "max rel. param diff to fp32", "finite"]), ""]
   with open(os.path.join(out, "accelerator.md"), "w") as f:
     f.write("\n".join(md))
   return result

@@ -24,7 +24,7 @@ import ml_collections
 import numpy as np
 from absl import app, flags, logging
 
-from dfp_jax import agents, video
+from dfp_jax import agents, fileio, video
 from dfp_jax.data import DatasetError, tasks
 from dfp_jax.train import checkpoint, updates
 from dfp_jax.train.envs import SeedEnvs
@@ -75,7 +75,7 @@ def _by_path(tree):
 def restore(workdir, step=None):
   """(config, member names, agents [M, ...], eval keys [M, 2], step) of a run's checkpoint."""
   ckpt_dir = os.path.join(workdir, "checkpoints")
-  if not os.path.isdir(ckpt_dir):
+  if not fileio.isdir(ckpt_dir):
     raise ValueError(f"{workdir} holds no checkpoints/; pass the directory a run was trained in "
                      "(for --seeds or --sweep runs, <workdir>/<task>)")
   ckpt = checkpoint.Checkpointer(ckpt_dir, read_only=True)
@@ -141,24 +141,25 @@ def evaluate(workdir, step=None, episodes=50, videos=0, out=None, seed=None, she
   try:
     results, _ = envs.evaluate(agent_states, eval_keys[pick], episodes, config.train.eval_seed,
                                recorder)
-    report = {"workdir": os.path.abspath(workdir), "step": step, "task": config.env.task,
+    report = {"workdir": fileio.absolute(workdir), "step": step, "task": config.env.task,
               "method": config.method, "episodes": episodes,
               "eval_seed": config.train.eval_seed, "members": []}
     for s, (i, res) in enumerate(zip(rows, results)):
       entry = {"member": members[i], "seed": seeds[s], **res}
       if recorder is not None:
-        written = video.save(recorder, s, os.path.join(out, members[i]), "",
-                             config.env.task, step, sheet)
-        entry["videos"] = [{k: v for k, v in w.items() if k != "frames"} for w in written]
+        dest = os.path.join(out, members[i])
+        with fileio.staged(dest) as local:  # ffmpeg writes a local file; uploaded for a URL
+          written = video.save(recorder, s, local, "", config.env.task, step, sheet)
+        entry["videos"] = [{k: v.replace(local, dest, 1) if isinstance(v, str) else v
+                            for k, v in w.items() if k != "frames"} for w in written]
       report["members"].append(entry)
   finally:
     if recorder is not None:
       recorder.close()
     for env in envs.envs:
       env.close()
-  os.makedirs(out, exist_ok=True)
-  with open(os.path.join(out, "results.json"), "w") as f:
-    json.dump(report, f, indent=2)
+  fileio.makedirs(out)
+  fileio.write_text(os.path.join(out, "results.json"), json.dumps(report, indent=2))
   return report
 
 

@@ -37,7 +37,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from dfp_jax import agents, parallel
+from dfp_jax import agents, fileio, parallel
 from dfp_jax.data import ogbench_data, tasks
 from dfp_jax.train import checkpoint, population, validation
 
@@ -195,10 +195,11 @@ def plan_runs():
     validation.check_config(config)
     tasks.check_task(config.env.task)
     if grouped:
-      workdir = os.path.normpath(os.path.join(
+      workdir = fileio.normpath(os.path.join(
           FLAGS.workdir or os.path.join("runs", config.method, preset), config.env.task, subdir))
     else:
       workdir = FLAGS.workdir or default_workdir(config, preset)
+    fileio.check_reachable(workdir)
     planned.append((config, workdir, run_sweep, ckpt))
   return planned, grouped
 
@@ -251,7 +252,7 @@ def os_error(e: OSError, workdir: str) -> str:
   if e.errno in (errno.EEXIST, errno.ENOTDIR):
     what = "a file is in the way of a directory"
   hint = ""
-  if os.path.abspath(where).startswith(os.path.abspath(workdir).split(os.sep + "seed_")[0]):
+  if fileio.absolute(where).startswith(fileio.absolute(workdir).split(os.sep + "seed_")[0]):
     hint = "; --workdir must be a writable directory with free space"
   return f"cannot write {where}: {what}{hint}"
 

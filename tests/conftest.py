@@ -15,3 +15,19 @@ def tiny_cube_single(tmp_path_factory):
   ogbench_generate.generate("cube-single-play-v0", 3, str(out), episode_length=60,
                             val_episodes=1, num_workers=1, progress=False)
   return str(out)
+
+
+@pytest.fixture(scope="session")
+def smoke_two_seeds(tiny_cube_single, tmp_path_factory):
+  """An undisturbed two-seed smoke run on `tiny_cube_single` (the reference that interrupted,
+  locked or remote runs of the same command are compared with): its workdir."""
+  import subprocess
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  work = tmp_path_factory.mktemp("smoke_two_seeds")
+  res = subprocess.run([sys.executable, "-m", "experiments.train",
+                        "--config=experiments/configs/dfp.py:smoke", "--seeds=0,1",
+                        f"--config.env.dataset_dir={tiny_cube_single}",
+                        "--config.train.progress_bar=False", f"--workdir={work}"],
+                       cwd=root, capture_output=True, text=True, timeout=900)
+  assert res.returncode == 0, res.stderr[-3000:]
+  return work

@@ -20,17 +20,17 @@ ignores.
 """
 
 import hashlib
+import io
 import json
 import os
 import re
-import shutil
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from dfp_jax import parallel
+from dfp_jax import fileio, parallel
 
 # Config fields that do not change results: a run may resume with other values.
 RESUMABLE_FIELDS = ("train.progress_bar", "train.tensorboard", "train.checkpoint_interval",
@@ -51,9 +51,14 @@ def _flatten(tree, prefix="") -> Dict[str, Any]:
   return {prefix[:-1]: tree}
 
 
+# Fields added after runs were written, with the value that reproduces those runs: a saved
+# config without one of them resumes under a config that has it at this value.
+ADDED_FIELDS = {"train.matmul_precision": "fp32"}
+
+
 def config_differences(old: Dict, new: Dict, ignore: Sequence[str] = RESUMABLE_FIELDS) -> List[str]:
   """'field: old -> new' for every field that differs between two config dicts."""
-  a, b = _flatten(old), _flatten(new)
+  a, b = {**ADDED_FIELDS, **_flatten(old)}, {**ADDED_FIELDS, **_flatten(new)}
   return [f"{k}: {a.get(k, '<absent>')} -> {b.get(k, '<absent>')}"
           for k in sorted(set(a) | set(b)) if k not in ignore and a.get(k) != b.get(k)]
 
@@ -106,7 +111,7 @@ class Checkpointer:
 
   def __init__(self, directory: str, max_to_keep: int = 2, async_save: bool = True,
                read_only: bool = False):
-    self.directory = os.path.abspath(directory)
+    self.directory = fileio.absolute(directory)
     self._last_saved: Optional[int] = None
     # The items' handlers are registered by name (the current API; no legacy item_names),
     # LatestN replaces max_to_keep.
@@ -153,7 +158,7 @@ class Checkpointer:
     someone is clearing.
     """
     self.wait()  # orbax waits for the previous save here anyway
-    if self._last_saved is not None and not os.path.isdir(
+    if self._last_saved is not None and not fileio.isdir(
         os.path.join(self.directory, str(self._last_saved))):
       raise CheckpointError(
           f"checkpoint {self._last_saved} in {self.directory} was deleted while the run was "
@@ -162,14 +167,12 @@ class Checkpointer:
     for index, (tree, info) in members.items():
       path = self._member_path(step, index)
       arrays, spec = _pack(tree)
-      tmp = f"{path}.tmp-{os.getpid()}.npz"
+      buf = io.BytesIO()
+      np.savez(buf, **arrays, __meta__=np.array(json.dumps({"info": info, "spec": spec})))
       try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        np.savez(tmp, **arrays, __meta__=np.array(json.dumps({"info": info, "spec": spec})))
-        os.replace(tmp, path)
+        fileio.makedirs(os.path.dirname(path))
+        fileio.write_atomic(path, buf.getvalue(), suffix=f".tmp-{os.getpid()}.npz")
       except OSError as e:
-        if os.path.exists(tmp):
-          os.remove(tmp)
         raise CheckpointError(self._unwritable(e)) from e
     parallel.sync(f"members of checkpoint {step} written")
     try:
@@ -184,9 +187,9 @@ class Checkpointer:
   def _forget_old_members(self, step: int):
     root = os.path.join(self.directory, "members")
     kept = set(self._manager.all_steps()) | {step}
-    for name in os.listdir(root) if os.path.isdir(root) else []:
+    for name in fileio.listdir(root) if fileio.isdir(root) else []:
       if name.isdigit() and int(name) < step and int(name) not in kept:
-        shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+        fileio.rmtree(os.path.join(root, name), ignore_errors=True)
 
   def read_meta(self, step: int) -> Dict:
     try:
@@ -209,7 +212,7 @@ class Checkpointer:
     for index in members:
       path = self._member_path(step, index)
       try:
-        with np.load(path) as f:
+        with np.load(io.BytesIO(_read_bytes(path))) as f:
           header = json.loads(str(f["__meta__"]))
           arrays = {k: f[k] for k in f.files if k != "__meta__"}
       except (OSError, ValueError, KeyError) as e:
@@ -247,10 +250,14 @@ class Checkpointer:
     self._manager.close()
 
 
+def _read_bytes(path: str) -> bytes:
+  with fileio.open(path, "rb") as f:
+    return f.read()
+
+
 def read_json(path: str) -> Dict:
   try:
-    with open(path) as f:
-      return json.load(f)
+    return json.loads(fileio.read_text(path))
   except (OSError, ValueError) as e:
     raise CheckpointError(f"{path} cannot be read ({type(e).__name__}: {e}); "
                           "pass --overwrite to start again") from e

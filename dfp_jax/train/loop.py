@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dfp_jax import agents, parallel
+from dfp_jax import agents, fileio, parallel
 from dfp_jax.data import tasks
 from dfp_jax.train import checkpoint, phases, population, updates, validation
 from dfp_jax.train import workdir as workdir_lib
@@ -175,8 +175,7 @@ def _finish(run: Run, state: RunState) -> List[Dict]:
     d, summary = layout.run_dirs[index], state.summaries[place.rows.index(index)]
     if tc.eval_episodes > 0:
       plot_learning_curve(d, tc.offline_steps)
-    with open(os.path.join(d, "summary.json"), "w") as f:
-      json.dump(summary, f, indent=2)
+    fileio.write_text(os.path.join(d, "summary.json"), json.dumps(summary, indent=2))
     logger.summary(summary)  # W&B's run summary, when on
   return state.summaries
 
@@ -215,7 +214,7 @@ def train_and_evaluate(config, workdir: str, seeds: Optional[Sequence[int]] = No
       return found
     run, state = setup(config, layout, mode, is_main, mesh)
     try:
-      with run.signals:
+      with run.signals, updates.matmul_precision(config.train.get("matmul_precision", "fp32")):
         state = phases.offline_phase(run, state)
         state = phases.online_phase(run, state)
         run.watch.flush()

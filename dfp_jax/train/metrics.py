@@ -2,12 +2,15 @@
 Weights & Biases."""
 
 import csv
+import io
 import json
 import os
 import uuid
 from typing import Dict, Optional, Sequence
 
 import numpy as np
+
+from dfp_jax import fileio
 
 
 def to_scalars(info: Dict) -> Dict[str, float]:
@@ -29,7 +32,7 @@ class MetricsLogger:
   def __init__(self, workdir: str, tensorboard: bool = True, resume_step: Optional[int] = None,
                wandb_project: str = ""):
     self.workdir = workdir
-    os.makedirs(workdir, exist_ok=True)
+    fileio.makedirs(workdir)
     self._columns: Dict[str, list] = {}
     self._tb = None
     self._wandb = WandbSink(workdir, wandb_project) if wandb_project else None
@@ -48,24 +51,23 @@ class MetricsLogger:
     row = {"step": int(step), **{k: float(v) for k, v in metrics.items()}}
     cols = self._columns.get(stream)
     path = self.path(stream)
-    if cols is None and os.path.exists(path):  # appending to an earlier run's file
-      with open(path, newline="") as f:
+    if cols is None and fileio.exists(path):  # appending to an earlier run's file
+      with fileio.open(path, newline="") as f:
         cols = next(csv.reader(f), None)
     if cols is None:
       cols = list(row)
-      with open(path, "w", newline="") as f:
-        csv.writer(f).writerow(cols)
+      fileio.write_text(path, _csv_text(lambda f: csv.writer(f).writerow(cols)))
     elif any(k not in cols for k in row):
       cols = cols + [k for k in row if k not in cols]
-      with open(path, newline="") as f:
+      with fileio.open(path, newline="") as f:
         old = list(csv.DictReader(f))
-      with open(path, "w", newline="") as f:
+      def rewrite(f):
         w = csv.DictWriter(f, cols, restval="")
         w.writeheader()
         w.writerows(old)
+      fileio.write_text(path, _csv_text(rewrite))
     self._columns[stream] = cols
-    with open(path, "a", newline="") as f:
-      csv.DictWriter(f, cols, restval="").writerow(row)
+    fileio.append_text(path, _csv_text(lambda f: csv.DictWriter(f, cols, restval="").writerow(row)))
     if self._tb is not None:
       for k, v in metrics.items():
         self._tb.add_scalar(f"{stream}/{k}", float(v), int(step))
@@ -94,6 +96,14 @@ class MetricsLogger:
       self._tb.close()
     if self._wandb is not None:
       self._wandb.close()
+
+
+def _csv_text(write) -> str:
+  """What `write(csv_file)` writes, as text (csv's \\r\\n line ends, as a file opened with
+  newline='' gets)."""
+  buf = io.StringIO(newline="")
+  write(buf)
+  return buf.getvalue()
 
 
 def _wandb_mode() -> Optional[str]:
@@ -125,22 +135,20 @@ class WandbSink:
     self._wandb = wandb
     self._state_path = os.path.join(workdir, "wandb.json")
     saved = {}
-    if os.path.exists(self._state_path):
-      with open(self._state_path) as f:
-        saved = json.load(f)
+    if fileio.exists(self._state_path):
+      saved = json.loads(fileio.read_text(self._state_path))
     self.run_id = saved.get("id") or uuid.uuid4().hex[:8]
     self.last: Dict[str, int] = saved.get("last", {})
     config = {}
-    if os.path.exists(os.path.join(workdir, "config.json")):
-      with open(os.path.join(workdir, "config.json")) as f:
-        config = json.load(f)
-    parts = os.path.normpath(os.path.abspath(workdir)).split(os.sep)
+    if fileio.exists(os.path.join(workdir, "config.json")):
+      config = json.loads(fileio.read_text(os.path.join(workdir, "config.json")))
+    parts = fileio.absolute(workdir).split(os.sep)
     kwargs = dict(project=project, id=self.run_id, resume="allow", config=config,
                   name="/".join(parts[-2:]), group=config.get("env", {}).get("task"),
                   reinit="create_new", settings=wandb.Settings(init_timeout=60, console="off",
                                                                silent=True))
-    if not os.environ.get("WANDB_DIR"):
-      kwargs["dir"] = workdir
+    if not os.environ.get("WANDB_DIR") and not fileio.is_remote(workdir):
+      kwargs["dir"] = workdir  # (W&B's own files stay local: under ./wandb for a remote workdir)
     mode = _wandb_mode()
     try:
       self.run = wandb.init(mode=mode, **kwargs)
@@ -152,10 +160,7 @@ class WandbSink:
     self._save()
 
   def _save(self):
-    tmp = self._state_path + ".tmp"
-    with open(tmp, "w") as f:
-      json.dump({"id": self.run_id, "last": self.last}, f)
-    os.replace(tmp, self._state_path)
+    fileio.write_atomic(self._state_path, json.dumps({"id": self.run_id, "last": self.last}))
 
   def _new(self, stream: str, step: int) -> bool:
     if step <= self.last.get(stream, -1):
@@ -180,9 +185,9 @@ class WandbSink:
 
 def truncate_csv(path: str, max_step: int):
   """Drop the rows of a metrics CSV whose step is past `max_step` (no-op if it does not exist)."""
-  if not os.path.exists(path):
+  if not fileio.exists(path):
     return
-  with open(path, newline="") as f:
+  with fileio.open(path, newline="") as f:
     rows = list(csv.reader(f))
   if not rows:
     return
@@ -193,15 +198,12 @@ def truncate_csv(path: str, max_step: int):
       return False
   keep = [rows[0]] + [r for r in rows[1:] if kept(r)]
   if len(keep) < len(rows):
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="") as f:
-      csv.writer(f).writerows(keep)
-    os.replace(tmp, path)
+    fileio.write_atomic(path, _csv_text(lambda f: csv.writer(f).writerows(keep)))
 
 
 def read_csv(path: str) -> Dict[str, np.ndarray]:
   """A metrics CSV as column arrays (empty cells -> NaN)."""
-  with open(path, newline="") as f:
+  with fileio.open(path, newline="") as f:
     rows = list(csv.DictReader(f))
   if not rows:
     return {}
@@ -229,6 +231,6 @@ def plot_learning_curve(workdir: str, offline_steps: int, out: str = "learning_c
   ax.legend(loc="upper left", fontsize=8)
   fig.tight_layout()
   path = os.path.join(workdir, out)
-  fig.savefig(path)
+  fileio.savefig(fig, path)
   plt.close(fig)
   return path

@@ -1,11 +1,25 @@
 """The jitted programs the loop calls: updates over a leading seed axis, and acting."""
 
+import contextlib
 import functools
 
 import jax
 import jax.numpy as jnp
 
 from dfp_jax import parallel
+
+# train.matmul_precision -> jax's name. fp32 is the paper's arithmetic; "default" leaves the
+# choice to the backend (XLA may use TF32 for float32 matmuls on recent NVIDIA GPUs and bf16
+# passes on TPUs).
+MATMUL_PRECISIONS = {"fp32": "float32", "tf32": "tensorfloat32", "bf16": "bfloat16",
+                     "default": None}
+
+
+def matmul_precision(name: str):
+  """A context in which the programs traced use `name`'s matmul precision (MATMUL_PRECISIONS;
+  on CPU every choice computes in float32)."""
+  precision = MATMUL_PRECISIONS[name]
+  return contextlib.nullcontext() if precision is None else jax.default_matmul_precision(precision)
 
 
 @jax.jit

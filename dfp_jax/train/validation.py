@@ -74,3 +74,4 @@ def check_config(config):
   number_in("agent.affinity_floor", 0.0, 1.0)
   choice("env.success_timing", ("pre", "post"))
   choice("train.on_nonfinite", ("stop", "skip"))
+  choice("train.matmul_precision", ("fp32", "tf32", "bf16", "default"))

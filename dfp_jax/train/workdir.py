@@ -4,12 +4,12 @@ import contextlib
 import dataclasses
 import json
 import os
-import shutil
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from dfp_jax import fileio
 from dfp_jax.parallel import any_process, sync
 from dfp_jax.train import checkpoint, population
-from dfp_jax.train.lock import LockedError, WorkdirLock
+from dfp_jax.train.lock import LockedError, workdir_lock
 from dfp_jax.train.population import Member
 
 # What a run writes into each seed's directory.
@@ -21,7 +21,7 @@ RUN_FILES = ("config.json", "train.csv", "eval.csv", "summary.json", "learning_c
 def locked(layout: "Layout", is_main: bool):
   """Hold the run's workdir lock (process 0 holds it for all) for the `with` block; raises
   LockedError on every process when another run holds it."""
-  lock = WorkdirLock(layout.ckpt_dir + ".lock")
+  lock = workdir_lock(layout.ckpt_dir + ".lock")
   problem = None
   if is_main:
     try:
@@ -77,9 +77,9 @@ class Layout:
 
   def write_configs(self, indices: Sequence[int]):
     for i in indices:
-      os.makedirs(self.run_dirs[i], exist_ok=True)
-      with open(os.path.join(self.run_dirs[i], "config.json"), "w") as f:
-        json.dump(self.resolved(i), f, indent=2)
+      fileio.makedirs(self.run_dirs[i])
+      fileio.write_text(os.path.join(self.run_dirs[i], "config.json"),
+                        json.dumps(self.resolved(i), indent=2))
 
 
 def prepare(layout: Layout, overwrite: bool, is_main: bool) -> Tuple[str, Optional[List[Dict]]]:
@@ -91,18 +91,18 @@ def prepare(layout: Layout, overwrite: bool, is_main: bool) -> Tuple[str, Option
   checkpoint starts again from step 0.
   """
   run_dirs, ckpt_dir = layout.run_dirs, layout.ckpt_dir
-  existing = [d for d in run_dirs if any(os.path.exists(os.path.join(d, f)) for f in RUN_FILES)]
-  has_ckpt = os.path.isdir(ckpt_dir) and any(n.isdigit() for n in os.listdir(ckpt_dir))
+  existing = [d for d in run_dirs if any(fileio.exists(os.path.join(d, f)) for f in RUN_FILES)]
+  has_ckpt = fileio.isdir(ckpt_dir) and any(n.isdigit() for n in fileio.listdir(ckpt_dir))
   mode, found = "fresh", None
   if not overwrite and (existing or has_ckpt):
     for i, d in enumerate(run_dirs):
       path = os.path.join(d, "config.json")
-      if os.path.exists(path):
+      if fileio.exists(path):
         checkpoint.check_same_config(d, checkpoint.read_json(path), layout.resolved(i))
     summaries = [os.path.join(d, "summary.json") for d in run_dirs]
     if has_ckpt:
       mode = "resume"
-    elif all(os.path.exists(p) for p in summaries):
+    elif all(fileio.exists(p) for p in summaries):
       mode, found = "complete", [checkpoint.read_json(p) for p in summaries]
     elif is_main:
       print(f"{existing[0]}: this run stopped before its first checkpoint; starting it again")
@@ -110,11 +110,7 @@ def prepare(layout: Layout, overwrite: bool, is_main: bool) -> Tuple[str, Option
   if mode == "fresh" and (existing or has_ckpt) and is_main:
     for d in run_dirs:
       for f in RUN_FILES:
-        path = os.path.join(d, f)
-        if os.path.isdir(path):
-          shutil.rmtree(path)
-        elif os.path.exists(path):
-          os.remove(path)
-    shutil.rmtree(ckpt_dir, ignore_errors=True)
+        fileio.remove_any(os.path.join(d, f))
+    fileio.rmtree(ckpt_dir, ignore_errors=True)
   sync("workdir ready")
   return mode, found

@@ -80,6 +80,7 @@ def base_config(method: str, agent_config):
   c.train.keep_checkpoints = 2       # keep the newest few checkpoints
   c.train.async_checkpointing = True  # write checkpoints in the background
   c.train.on_nonfinite = "stop"      # NaN/inf in a loss or the parameters: "stop" or "skip" the update
+  c.train.matmul_precision = "fp32"  # matmuls: "fp32" (the paper), "tf32", "bf16", "default" (the backend's)
   c.train.video_episodes = 0         # record this many evaluation episodes per member as videos
   c.train.video_size = 128           # their frame width and height in pixels
   c.train.wandb_project = ""         # log to this Weights & Biases project ("": off)

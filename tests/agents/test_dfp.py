@@ -140,3 +140,30 @@ def test_update_compiles_once_and_is_one_program():
   # The whole update lowers to a single XLA module with no host callbacks.
   hlo = jax.jit(counted).lower(agent, b, jax.random.PRNGKey(0)).as_text()
   assert "custom_call_target=\"xla_python" not in hlo and "callback" not in hlo.lower()
+
+
+@functools.lru_cache(maxsize=None)
+def _one_update(precision):
+  """One online update of a fresh agent on a fixed batch, traced under `precision`."""
+  from dfp_jax.train.updates import matmul_precision
+  agent = dfp.create(_small_config(), obs_dim=2, action_dim=1, key=jax.random.PRNGKey(0))
+  batch = _bandit_batch(np.random.default_rng(0), 128)
+  with matmul_precision(precision):  # traced (and so compiled) inside the context
+    return jax.jit(functools.partial(dfp.update, online=True))(agent, batch,
+                                                              jax.random.PRNGKey(3))
+
+
+@pytest.mark.parametrize("precision", ["tf32", "bf16", "default"])
+def test_lower_precision_matmuls_keep_the_update_finite_and_close_to_fp32(precision):
+  """train.matmul_precision: one online update (BC + top-K drift, critic) per precision, from
+  the same state, batch and key, against fp32. (A CPU computes every precision in float32, so
+  here they agree exactly; on a GPU or TPU the tolerance is what is tested.)"""
+  ref_agent, ref_info = _one_update("fp32")
+  new_agent, new_info = _one_update(precision)
+  for k in ("actor/loss", "critic/loss"):
+    assert np.isfinite(float(new_info[k])), k
+    np.testing.assert_allclose(float(new_info[k]), float(ref_info[k]), rtol=5e-2, atol=1e-3,
+                               err_msg=k)
+  for new, ref in zip(jax.tree.leaves(new_agent.actor_params), jax.tree.leaves(ref_agent.actor_params)):
+    assert np.all(np.isfinite(new))
+    np.testing.assert_allclose(new, ref, rtol=5e-2, atol=1e-3)

@@ -29,5 +29,10 @@ def test_accelerator_suite_smoke_writes_every_table(tmp_path):
   assert result["seeds"][1]["sequential_ms"] == pytest.approx(2 * result["seeds"][0]["vmapped_ms"])
   assert [r["M"] for r in result["population"]] == [1, 2]
   assert all(r["ms"] > 0 and r["pop"] * r["data"] == 1 for r in result["population"])
+  precision = {r["precision"]: r for r in result["precision"]}
+  assert list(precision) == ["fp32", "tf32", "bf16", "default"]
+  assert precision["fp32"]["max rel. param diff to fp32"] == 0.0
+  assert all(r["finite"] and r["online ms/step"] > 0 for r in precision.values())
   md = (tmp_path / "accelerator.md").read_text()
   assert md.count("\n| dfp |") == 1 and "## DFP population over every device" in md
+  assert "## DFP under each train.matmul_precision" in md and "\n| bf16 |" in md

@@ -162,3 +162,21 @@ def test_several_training_commands_run_one_after_another_in_one_job(tmp_path):
   out = _launch("local.py", "--num_processes=2", "--dry-run", "--", "--seeds=0", "--", "--seeds=1")
   cmds = [shlex.split(line) for line in out.strip().splitlines()]
   assert [c[-1] for c in cmds] == ["--seeds=0", "--seeds=0", "--seeds=1", "--seeds=1"]
+
+
+def test_prepare_accelerator_carries_what_the_suite_imports_beyond_the_preinstalled_stack():
+  """The offline wheel plan (no download): ml_collections (the configs) travels; jax, flax and
+  the rest of the machine's stack, their own requirements and this project do not."""
+  sys.path.insert(0, os.path.join(ROOT, "launch"))
+  try:
+    import prepare_accelerator as prep
+  finally:
+    sys.path.pop(0)
+  pins = prep.plan()
+  assert "ml-collections" in pins and all(v for v in pins.values())
+  carried_but_preinstalled = set(pins) & prep.closure(prep.PREINSTALLED)
+  assert not carried_but_preinstalled and "dfp-jax" not in pins
+  assert not {"mujoco", "ogbench", "tensorboard", "matplotlib"} & set(pins)  # not the suite's
+  res = subprocess.run([sys.executable, os.path.join(ROOT, "launch", "prepare_accelerator.py"),
+                        "--dry-run"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert res.returncode == 0 and "ml-collections==" in res.stdout, res.stderr[-2000:]

@@ -31,6 +31,7 @@ BAD_FLAGS = [
     (["--config.train.batch_size=0"], "train.batch_size=0: must be an integer >= 1"),
     (["--config.agent.temperatures=()"], "must be a non-empty list of positive temperatures"),
     (["--config.train.on_nonfinite=ignore"], "must be one of stop, skip"),
+    (["--config.train.matmul_precision=fp64"], "must be one of fp32, tf32, bf16, default"),
     (["--config.method=no_such_method"], "unknown method 'no_such_method'"),
     (["--config.env.task=no-such-task"], "is neither an OGBench single-task name"),
     (["--seeds=a,b"], "--seeds=a,b: expected non-negative integers"),
@@ -141,11 +142,9 @@ def _columns(path):
 
 
 def test_a_second_run_on_a_locked_workdir_is_refused_and_the_first_is_undisturbed(
-    tiny_cube_single, tmp_path):
+    tiny_cube_single, smoke_two_seeds, tmp_path):
   args = [SMOKE, "--seeds=0,1", f"--config.env.dataset_dir={tiny_cube_single}",
           "--config.train.tensorboard=False"]
-  ref = _train(*args, f"--workdir={tmp_path / 'ref'}")
-  assert ref.returncode == 0, ref.stderr[-3000:]
 
   work = tmp_path / "run"
   first = subprocess.Popen([sys.executable, "-m", "experiments.train", *args,
@@ -159,7 +158,7 @@ def test_a_second_run_on_a_locked_workdir_is_refused_and_the_first_is_undisturbe
   assert first.returncode == 0, err[-3000:]
   for seed in (0, 1):
     for stream in ("train.csv", "eval.csv"):
-      a = _columns(tmp_path / "ref" / TASK / f"seed_{seed}" / stream)
+      a = _columns(smoke_two_seeds / TASK / f"seed_{seed}" / stream)
       b = _columns(work / TASK / f"seed_{seed}" / stream)
       assert a.keys() == b.keys()
       for k in a:
