@@ -15,9 +15,13 @@ Writes DIR/accelerator.json (every number) and DIR/accelerator.md (the tables):
     backend's default): ms, and the distance of one update's result from fp32's;
   - peak device memory where the backend reports it.
 
+  - the trainer end to end on `synthetic-cube-double` (cube-double's sizes, no simulator):
+    offline updates/s, online environment steps/s with their updates, and the loop's
+    overhead per online step beyond the update; beside it the real cube-double
+    environment's CPU step time where ogbench is installed.
+
 `--smoke` runs the same suite at the `smoke` preset's tiny sizes with fewer
-seeds and members (the test suite runs it on CPU). The trainer end to end
-with a synthetic environment (issue 15) is not measured yet.
+seeds and members (the test suite runs it on CPU).
 """
 
 import functools
@@ -123,6 +127,59 @@ def precision_table(bench, preset: str, iters: int, obs_dim: int, action_dim: in
   return rows
 
 
+def trainer_table(bench, preset: str, smoke: bool) -> List[Dict]:
+  """The trainer end to end on `synthetic-cube-double` (cube-double's sizes and 500-step
+  episodes, no simulator): offline updates/s with the scanned dispatch and online environment
+  steps/s including one update each, from the run's train.csv (the first row of each phase,
+  which compiles, left out)."""
+  import tempfile
+  from dfp_jax.train import loop
+  from dfp_jax.train.metrics import read_csv
+  config = bench.get_config("dfp", preset)
+  offline, online, log = (40, 60, 10) if smoke else (2_000, 1_500, 250)
+  start = 10 if smoke else 250
+  config.env.task = "synthetic-cube-double"
+  config.env.generate_episodes = 0
+  config.train.update(offline_steps=offline, online_steps=online, start_training=start,
+                      log_interval=log, eval_interval=offline + online, eval_episodes=1,
+                      checkpoint_interval=0, tensorboard=False, progress_bar=False)
+  with tempfile.TemporaryDirectory() as work:
+    started = time.perf_counter()
+    loop.train_and_evaluate(config, work)
+    wall = time.perf_counter() - started
+    rows = read_csv(os.path.join(work, "train.csv"))
+  steps, rate = rows["step"], rows["steps_per_s"]
+  off = rate[(steps <= offline)][1:]
+  on = rate[steps > offline + start + log]  # past the first online row that updates
+  return [{"preset": preset, "task": config.env.task, "hidden": "x".join(
+      str(w) for w in config.agent.actor_hidden), "batch": config.train.batch_size,
+      "updates_per_dispatch": config.train.updates_per_dispatch,
+      "offline updates/s": float(np.median(off)) if off.size else None,
+      "online env steps/s": float(np.median(on)) if on.size else None,
+      "online ms/env step": 1e3 / float(np.median(on)) if on.size else None,
+      "run wall s": wall}]
+
+
+def real_env_step_ms(task: str = "cube-double-play-singletask-task2-v0", steps: int = 300):
+  """ms per step of the real OGBench environment with random actions on this host's CPU
+  (None where ogbench is not installed, as on an accelerator machine prepared offline)."""
+  try:
+    from dfp_jax.data import ogbench_data
+    env = ogbench_data.make_env(task)
+  except Exception:  # noqa: BLE001  (ogbench or mujoco missing)
+    return None
+  env.reset(seed=0)
+  rng = np.random.default_rng(0)
+  started = time.perf_counter()
+  for _ in range(steps):
+    _, _, terminated, truncated, _ = env.step(rng.uniform(-1, 1, env.action_space.shape))
+    if terminated or truncated:
+      env.reset()
+  ms = 1e3 * (time.perf_counter() - started) / steps
+  env.close()
+  return ms
+
+
 def _md_table(rows: List[Dict], cols: List[str]) -> str:
   def cell(v):
     return f"{v:.2f}" if isinstance(v, float) else str(v)
@@ -141,6 +198,12 @@ def run(bench, out: str, smoke: bool, iters: int, obs_dim: int, action_dim: int)
   result["seeds"] = seeds_table(bench, preset, seeds, iters, obs_dim, action_dim)
   result["population"] = population_table(bench, preset, members, iters, obs_dim, action_dim)
   result["precision"] = precision_table(bench, preset, iters, obs_dim, action_dim)
+  result["trainer"] = trainer_table(bench, preset, smoke)
+  result["real_env_step_ms"] = real_env_step_ms()
+  update_ms = next(r["online ms/step"] for r in result["methods"] if r["method"] == "dfp")
+  for r in result["trainer"]:  # what the loop adds to one online step beyond the update
+    if r["online ms/env step"] is not None:
+      r["loop overhead ms/env step"] = r["online ms/env step"] - update_ms
   result["peak_memory_mb"] = _peak_memory_mb()
   result["wall_s"] = time.perf_counter() - started
   os.makedirs(out, exist_ok=True)
@@ -164,7 +227,17 @@ def run(bench, out: str, smoke: bool, iters: int, obs_dim: int, action_dim: int)
         "", "## DFP under each train.matmul_precision (online update, one update from the same "
         "state)", "",
         _md_table(result["precision"], ["precision", "online ms/step", "actor loss", "critic loss",
-                                        "max rel. param diff to fp32", "finite"]), ""]
+                                        "max rel. param diff to fp32", "finite"]),
+        "", "## The trainer end to end on a synthetic environment (DFP)", "",
+        _md_table(result["trainer"], ["task", "hidden", "batch", "updates_per_dispatch",
+                                      "offline updates/s", "online env steps/s",
+                                      "online ms/env step", "loop overhead ms/env step",
+                                      "run wall s"]),
+        "", "Loop overhead = online ms per environment step minus DFP's online update alone "
+        "(the first table); the synthetic environment's own step is microseconds. The real "
+        "cube-double environment's step on this host's CPU: " + (
+            f"{result['real_env_step_ms']:.2f} ms." if result["real_env_step_ms"] is not None
+            else "not measured (ogbench is not installed here)."), ""]
   with open(os.path.join(out, "accelerator.md"), "w") as f:
     f.write("\n".join(md))
   return result

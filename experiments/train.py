@@ -85,7 +85,7 @@ FLAGS = flags.FLAGS
 
 def ensure_dataset(env_config):
   """Generate the dataset of a preset that asks for it (quick, smoke) if it is missing."""
-  if env_config.generate_episodes <= 0:
+  if env_config.generate_episodes <= 0 or tasks.is_synthetic(env_config.task):
     return
   if tasks.is_robomimic(env_config.task):
     path = tasks.robomimic_path(env_config)

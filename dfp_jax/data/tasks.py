@@ -2,23 +2,34 @@
 
 `config.env.task` is either an OGBench single-task name
 ('cube-double-play-singletask-task2-v0') or a Robomimic task ('lift', 'can',
-'square'). The trainer calls these three functions and never asks which.
+'square'), or a synthetic one ('synthetic-cube-double': sizes without a simulator, for
+measuring the loop). The trainer calls these three functions and never asks which.
 Robomimic environments are built from the dataset's own metadata, so the
 dataset file must exist before the environment can.
 """
 
 import os
 
-from dfp_jax.data import DatasetError, ogbench_data, robomimic_data
+from dfp_jax.data import DatasetError, ogbench_data, robomimic_data, synthetic
 
 
 def is_robomimic(task: str) -> bool:
   return task in robomimic_data.TASKS
 
 
+def is_synthetic(task: str) -> bool:
+  return synthetic.is_synthetic(task)
+
+
 def check_task(task: str):
   """Raise DatasetError unless `task` names an OGBench single task or a Robomimic task."""
   if is_robomimic(task):
+    return
+  if synthetic.is_synthetic(task):
+    try:
+      synthetic.shapes(task)
+    except ValueError as e:
+      raise DatasetError(str(e)) from None
     return
   try:
     ogbench_data.split_task_name(task)
@@ -54,13 +65,15 @@ def robomimic_file(env_config) -> str:
 def count_shards(env_config) -> int:
   """Number of training files of the task's dataset (1 unless it is a sharded OGBench one)."""
   check_task(env_config.task)
-  if is_robomimic(env_config.task):
+  if is_robomimic(env_config.task) or synthetic.is_synthetic(env_config.task):
     return 1
   return ogbench_data.count_shards(env_config.task, env_config.dataset_dir)
 
 
 def make_env(env_config):
   """A fresh environment of the task, with the gymnasium interface."""
+  if synthetic.is_synthetic(env_config.task):
+    return synthetic.make_env(env_config.task)
   if is_robomimic(env_config.task):
     from dfp_jax.data import robomimic_env
     path = robomimic_file(env_config)
@@ -74,6 +87,8 @@ def load_task(env_config, *, num_shards=None, shard=None):
   A Robomimic file is read whole (or its `env.dataset_filter` split) and has
   no validation part here.
   """
+  if synthetic.is_synthetic(env_config.task):
+    return synthetic.make_env(env_config.task), synthetic.dataset(env_config.task), None
   if not is_robomimic(env_config.task):
     return ogbench_data.load_task(env_config.task, env_config.dataset_dir, num_shards=num_shards,
                                   shard=shard, success_timing=env_config.success_timing)

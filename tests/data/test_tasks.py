@@ -117,3 +117,24 @@ def test_unreachable_hub_gives_the_missing_file_message(tmp_path, monkeypatch):
   assert "robomimic/robomimic_datasets: v1.5/can/mh/low_dim_v15.hdf5" in text
   assert f"--task=can --episodes=200 --out={tmp_path}/can/mh/low_dim_v15.hdf5" in text
   assert not os.path.exists(tmp_path / "can")  # nothing left behind
+
+
+def test_a_synthetic_task_has_the_real_sizes_and_episode_length_and_no_simulator():
+  env_config = ConfigDict({"task": "synthetic-cube-double", "dataset_dir": "/nonexistent"})
+  tasks.check_task(env_config.task)
+  assert tasks.count_shards(env_config) == 1
+  env, data, val = tasks.load_task(env_config)
+  assert val is None
+  assert env.observation_space.shape == (37,) and env.action_space.shape == (5,)
+  from dfp_jax.data.ogbench_data import check_dataset
+  check_dataset(data, 37, 5, "synthetic")
+  assert len(data["observations"]) == 100 * 500 and data["terminals"].sum() == 100
+  first, _ = env.reset(seed=3)
+  again, _ = tasks.make_env(env_config).reset(seed=3)
+  assert (first == again).all()  # seeded like a real environment
+  for t in range(1, 501):
+    _, reward, terminated, truncated, info = env.step(env.action_space.sample())
+    assert reward == -1.0 and not terminated and info["success"] == 0.0
+    assert truncated == (t == 500)
+  with pytest.raises(DatasetError, match="unknown synthetic task 'synthetic-nope'"):
+    tasks.check_task("synthetic-nope")

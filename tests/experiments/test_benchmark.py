@@ -33,6 +33,13 @@ def test_accelerator_suite_smoke_writes_every_table(tmp_path):
   assert list(precision) == ["fp32", "tf32", "bf16", "default"]
   assert precision["fp32"]["max rel. param diff to fp32"] == 0.0
   assert all(r["finite"] and r["online ms/step"] > 0 for r in precision.values())
+  (trainer,) = result["trainer"]
+  assert trainer["task"] == "synthetic-cube-double"
+  for k in ("offline updates/s", "online env steps/s", "online ms/env step"):
+    assert math.isfinite(trainer[k]) and trainer[k] > 0, k
+  assert math.isfinite(trainer["loop overhead ms/env step"])
+  assert result["real_env_step_ms"] > 0  # ogbench is installed here
   md = (tmp_path / "accelerator.md").read_text()
+  assert "## The trainer end to end on a synthetic environment" in md
   assert md.count("\n| dfp |") == 1 and "## DFP population over every device" in md
   assert "## DFP under each train.matmul_precision" in md and "\n| bf16 |" in md
