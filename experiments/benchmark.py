@@ -39,7 +39,8 @@ flags.DEFINE_enum("suite", "tables", ["tables", "accelerator"], "tables: the tab
                   "stdout; accelerator: experiments/accelerator_suite.py into --out.")
 flags.DEFINE_string("out", "accelerator", "Directory for the accelerator suite's files.")
 flags.DEFINE_bool("smoke", False, "The accelerator suite at tiny sizes (CPU, the test suite).")
-flags.DEFINE_integer("obs_dim", 40, "Observation size (cube-double: 40).")
+flags.DEFINE_integer("obs_dim", 40, "Observation size of the random inputs (40, as every figure "
+                     "in the README; the cube-double environment's is 37).")
 flags.DEFINE_integer("action_dim", 5, "Action size (OGBench manipulation: 5).")
 FLAGS = flags.FLAGS
 
