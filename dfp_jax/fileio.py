@@ -47,8 +47,9 @@ def _no_listing_cache():
     _configured = True
 
 
-# The package that gives fsspec each object store.
-BACKENDS = {"gs": "gcsfs", "gcs": "gcsfs", "s3": "s3fs", "az": "adlfs", "abfs": "adlfs"}
+# The object stores a workdir may be on, and the package that gives fsspec each. (etils epath
+# also takes s3:// and az://, but orbax writes checkpoint arrays to object stores only for gs://.)
+BACKENDS = {"gs": "gcsfs"}
 
 
 def check_reachable(path: str):
@@ -56,7 +57,10 @@ def check_reachable(path: str):
   store cannot be reached; nothing for a local path (its errors come when it is written)."""
   if not is_remote(path):
     return
-  scheme = str(path).split("://", 1)[0]
+  scheme, rest = str(path).split("://", 1)
+  if scheme not in BACKENDS:
+    raise ValueError(f"workdir {path}: {scheme}:// is not supported; use a local path or "
+                     f"{' or '.join(s + '://' for s in BACKENDS)}")
   try:
     import fsspec
     fsspec.get_filesystem_class(scheme)
@@ -64,11 +68,15 @@ def check_reachable(path: str):
     package = BACKENDS.get(scheme)
     hint = f": pip install {package}" if package else " (no filesystem package known for it)"
     raise ValueError(f"workdir {path} needs a filesystem for {scheme}://{hint}") from None
+  bucket = f"{scheme}://{rest.split('/', 1)[0]}"
   try:
-    exists(path)
-  except Exception as e:  # noqa: BLE001  (credentials, network, a missing bucket: many types)
+    found = exists(bucket)  # a new run's own path does not exist yet; its bucket must
+  except Exception as e:  # noqa: BLE001  (credentials, network: many types)
     first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
     raise ValueError(f"cannot reach workdir {path} ({type(e).__name__}: {first})") from None
+  if not found:
+    raise ValueError(f"workdir {path}: bucket {bucket} does not exist (or is not visible "
+                     "with these credentials)")
 
 
 def normpath(path: str) -> str:
@@ -127,9 +135,12 @@ def write_bytes(path: str, data: bytes):
 
 def append_text(path: str, text: str):
   """Append to a file; on an object store the object is rewritten with `text` added."""
-  if is_remote(path):
-    old = read_text(path) if exists(path) else ""
-    write_text(path, old + text)
+  if is_remote(path):  # in bytes: fsspec's text mode would turn earlier rows' \r\n into \n
+    old = b""
+    if exists(path):
+      with open(path, "rb") as f:
+        old = f.read()
+    write_bytes(path, old + text.encode())
   else:
     with open(path, "a", newline="") as f:
       f.write(text)
@@ -160,7 +171,7 @@ def write_atomic(path: str, data, suffix: str = ".tmp"):
       f.write(data)
     os.replace(tmp, path)
   except OSError:
-    if os.path.exists(tmp):
+    with contextlib.suppress(OSError):  # the original error is the one to report
       os.remove(tmp)
     raise
 

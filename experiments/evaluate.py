@@ -139,8 +139,9 @@ def evaluate(workdir, step=None, episodes=50, videos=0, out=None, seed=None, she
   out = out or os.path.join(workdir, "evaluate", f"step_{step}")
   recorder = video.Recorder(range(len(rows)), videos, size, stride) if videos else None
   try:
-    results, _ = envs.evaluate(agent_states, eval_keys[pick], episodes, config.train.eval_seed,
-                               recorder)
+    with updates.matmul_precision(config.train.get("matmul_precision", "default")):
+      results, _ = envs.evaluate(agent_states, eval_keys[pick], episodes,
+                                 config.train.eval_seed, recorder)
     report = {"workdir": fileio.absolute(workdir), "step": step, "task": config.env.task,
               "method": config.method, "episodes": episodes,
               "eval_seed": config.train.eval_seed, "members": []}

@@ -32,11 +32,13 @@ def canonical(name: str) -> str:
 
 def requirements(dist: str) -> List[str]:
   """Names `dist` requires (extras and environment-marked optional ones left out)."""
+  from packaging.requirements import Requirement
   out = []
-  for req in md.requires(dist) or []:
-    if "extra ==" in req or "extra==" in req:
-      continue
-    out.append(canonical(re.split(r"[ ;<>=!~\[(]", req.strip(), maxsplit=1)[0]))
+  for text in md.requires(dist) or []:
+    req = Requirement(text)
+    if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+      continue  # an extra's, or another platform's
+    out.append(canonical(req.name))
   return out
 
 
@@ -76,7 +78,13 @@ def plan(preinstalled: Iterable[str] = PREINSTALLED) -> Dict[str, str]:
   have = closure(preinstalled) | {"setuptools", "pip", "wheel"}
   imported = suite_distributions() - {"dfp-jax"}  # the project's own install_requires are
   need = closure(imported) - have                 # more than the suite imports
-  return {n: md.version(n) for n in sorted(need)}
+  pins = {}
+  for n in sorted(need):
+    try:
+      pins[n] = md.version(n)
+    except md.PackageNotFoundError:  # required only where it is missing here: not imported
+      pass
+  return pins
 
 
 def download(pins: Dict[str, str], dest: str, python: str):

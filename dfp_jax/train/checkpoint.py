@@ -51,9 +51,11 @@ def _flatten(tree, prefix="") -> Dict[str, Any]:
   return {prefix[:-1]: tree}
 
 
-# Fields added after runs were written, with the value that reproduces those runs: a saved
-# config without one of them resumes under a config that has it at this value.
-ADDED_FIELDS = {"train.matmul_precision": "fp32"}
+# Fields added after runs were written, with the value those runs had in effect: a saved
+# config without one of them compares as having it at this value. (Before matmul_precision
+# existed, matmuls ran at the backend's default: float32 on a CPU, which is bit-identical to
+# fp32 there, but TF32 or bf16 passes on GPUs and TPUs.)
+ADDED_FIELDS = {"train.matmul_precision": "default"}
 
 
 def config_differences(old: Dict, new: Dict, ignore: Sequence[str] = RESUMABLE_FIELDS) -> List[str]:
@@ -68,8 +70,13 @@ def check_same_config(where: str, old: Dict, new: Dict):
   diffs = config_differences(old, new)
   if diffs:
     more = f" (and {len(diffs) - 3} more)" if len(diffs) > 3 else ""
+    saved = _flatten(old)
+    added = [f"--config.{k}={v}" for k, v in ADDED_FIELDS.items()
+             if k not in saved and _flatten(new).get(k) != v]
+    hint = (f"; it was saved before {', '.join(a.split('=')[0][9:] for a in added)} existed: "
+            f"pass {' '.join(added)} to resume it as it ran" if added else "")
     raise CheckpointError(f"{where} holds a run with a different config "
-                          f"({'; '.join(diffs[:3])}{more}); use another --workdir, "
+                          f"({'; '.join(diffs[:3])}{more}){hint}; or use another --workdir, "
                           "or pass --overwrite to replace it")
 
 

@@ -89,8 +89,9 @@ class LeaseLock:
   off (object stores give the last writer the object)."""
 
   def __init__(self, path: str, heartbeat_s: float = HEARTBEAT_S, stale_s: float = STALE_S,
-               settle_s: float = 1.0):
+               settle_s: float = 1.0, on_lost=None):
     self.path, self.heartbeat_s, self.stale_s, self.settle_s = path, heartbeat_s, stale_s, settle_s
+    self.on_lost = on_lost or _stop_now  # called (from the heartbeat thread) with one line
     self._record: Optional[dict] = None
     self._stop = threading.Event()
     self._thread: Optional[threading.Thread] = None
@@ -143,19 +144,33 @@ class LeaseLock:
     fileio.write_text(self.path, json.dumps(self._record))
 
   def _beat(self):
+    """Renew the lease while it is ours. One that another run holds now (this one went
+    silent past STALE_S: a network outage, a paused process) means two runs on one workdir:
+    this one stops at once, before it writes again."""
+    warned = False
     while not self._stop.wait(self.heartbeat_s):
-      self._record["beat"] = time.time()
       try:
+        lease = self._read()
+        if lease is not None and lease.get("token") != self._record["token"]:
+          self.on_lost(f"{fileio.normpath(os.path.dirname(self.path))}: this run's lease was "
+                       f"taken over by another run (pid {lease.get('pid')} on "
+                       f"{lease.get('host')}) while it could not renew it; stopping")
+          return
+        self._record["beat"] = time.time()
         self._write()
-      except Exception:  # noqa: BLE001  (a missed beat; the next one may get through)
-        pass
+        warned = False
+      except Exception as e:  # noqa: BLE001  (a missed beat; the next one may get through)
+        if not warned:
+          print(f"warning: could not renew the workdir lease {self.path} "
+                f"({type(e).__name__}: {e}); retrying", flush=True)
+          warned = True
 
   def release(self):
     if self._record is None:
       return
     self._stop.set()
-    if self._thread is not None:
-      self._thread.join()
+    if self._thread is not None and self._thread is not threading.current_thread():
+      self._thread.join(self.heartbeat_s + 5)
     try:
       lease = self._read()
       if lease is not None and lease.get("token") == self._record["token"]:
@@ -169,6 +184,14 @@ class LeaseLock:
 
   def __exit__(self, *exc):
     self.release()
+
+
+def _stop_now(message: str):
+  """A run that lost its workdir exits at once with one line (no checkpoint: the workdir is
+  another run's now)."""
+  import sys
+  print(f"error: {message}", file=sys.stderr, flush=True)
+  os._exit(1)
 
 
 def _describe(raw: bytes) -> str:

@@ -28,7 +28,14 @@ def locked(layout: "Layout", is_main: bool):
       lock.acquire()
     except LockedError as e:
       problem = str(e)
-  if any_process(problem is not None):
+    except Exception as e:  # noqa: BLE001  (the store unreachable: every process must stop)
+      problem = f"cannot lock {layout.workdir} ({type(e).__name__}: {e})"
+  try:
+    failed = any_process(problem is not None)
+  except BaseException:
+    lock.release()
+    raise
+  if failed:
     raise LockedError(problem or f"{layout.workdir} is in use by another run")
   try:
     yield

@@ -309,3 +309,14 @@ def test_soak_ten_kills_at_random_moments_resume_to_the_uninterrupted_run(refere
     sb = json.load(open(os.path.join(_run_dir(work, seed), "summary.json")))
     for k in ("offline_success", "online_success", "final_success", "final_return"):
       assert sa[k] == sb[k], k
+
+
+def test_a_config_saved_before_matmul_precision_existed_compares_as_the_backend_default():
+  from dfp_jax.train import checkpoint as ck
+  old = {"train": {"batch_size": 8}}
+  assert ck.config_differences(old, {"train": {"batch_size": 8, "matmul_precision": "default"}}) == []
+  new = {"train": {"batch_size": 8, "matmul_precision": "fp32"}}
+  assert ck.config_differences(old, new) == ["train.matmul_precision: default -> fp32"]
+  with pytest.raises(ck.CheckpointError, match="saved before train.matmul_precision existed: "
+                                               "pass --config.train.matmul_precision=default"):
+    ck.check_same_config("runs/x", old, new)

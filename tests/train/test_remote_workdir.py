@@ -171,3 +171,12 @@ def test_a_gs_workdir_trains_resumes_after_a_kill_and_refuses_a_second_run(
   assert evaluated.returncode == 0, evaluated.stderr[-3000:]
   results = json.loads(fileio.read_text(f"{work}/{TASK}/evaluate/step_50/results.json"))
   assert [m["member"] for m in results["members"]] == ["seed_0", "seed_1"]
+
+
+def test_an_unsupported_scheme_or_a_missing_bucket_is_refused_before_the_run(gcs):
+  with pytest.raises(ValueError, match="s3:// is not supported; use a local path or gs://"):
+    fileio.check_reachable("s3://bucket/run")
+  with pytest.raises(ValueError, match="bucket gs://no-such-bucket does not exist"):
+    fileio.check_reachable("gs://no-such-bucket/run")
+  fileio.check_reachable(f"gs://{BUCKET}/a/new/run")  # a new run's path need not exist
+  fileio.check_reachable("/a/local/path")  # local paths fail, if at all, when written
