@@ -22,20 +22,22 @@ def locked(layout: "Layout", is_main: bool):
   """Hold the run's workdir lock (process 0 holds it for all) for the `with` block; raises
   LockedError on every process when another run holds it."""
   lock = workdir_lock(layout.ckpt_dir + ".lock")
-  problem = None
+  problem, error = None, None
   if is_main:
     try:
       lock.acquire()
     except LockedError as e:
       problem = str(e)
-    except Exception as e:  # noqa: BLE001  (the store unreachable: every process must stop)
-      problem = f"cannot lock {layout.workdir} ({type(e).__name__}: {e})"
+    except Exception as e:  # noqa: BLE001  (unwritable, unreachable: every process must stop)
+      problem, error = f"cannot lock {layout.workdir} ({type(e).__name__}: {e})", e
   try:
     failed = any_process(problem is not None)
   except BaseException:
     lock.release()
     raise
   if failed:
+    if error is not None:
+      raise error  # process 0: the error itself (an OSError is reported as the workdir's)
     raise LockedError(problem or f"{layout.workdir} is in use by another run")
   try:
     yield
