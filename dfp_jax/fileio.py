@@ -118,6 +118,11 @@ def open(path: str, mode: str = "r", **kwargs) -> IO:  # noqa: A001  (the builti
   return builtins.open(path, mode, **kwargs)
 
 
+def read_bytes(path: str) -> bytes:
+  with open(path, "rb") as f:
+    return f.read()
+
+
 def read_text(path: str) -> str:
   with open(path) as f:
     return f.read()
@@ -136,10 +141,7 @@ def write_bytes(path: str, data: bytes):
 def append_text(path: str, text: str):
   """Append to a file; on an object store the object is rewritten with `text` added."""
   if is_remote(path):  # in bytes: fsspec's text mode would turn earlier rows' \r\n into \n
-    old = b""
-    if exists(path):
-      with open(path, "rb") as f:
-        old = f.read()
+    old = read_bytes(path) if exists(path) else b""
     write_bytes(path, old + text.encode())
   else:
     with open(path, "a", newline="") as f:
@@ -149,8 +151,7 @@ def append_text(path: str, text: str):
 def replace(src: str, dst: str):
   """Rename `src` to `dst` (atomic on a local filesystem; copy and delete on an object store)."""
   if is_remote(src) or is_remote(dst):
-    with open(src, "rb") as f:
-      write_bytes(dst, f.read())
+    write_bytes(dst, read_bytes(src))
     remove(src)
   else:
     os.replace(src, dst)

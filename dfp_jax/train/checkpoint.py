@@ -219,7 +219,7 @@ class Checkpointer:
     for index in members:
       path = self._member_path(step, index)
       try:
-        with np.load(io.BytesIO(_read_bytes(path))) as f:
+        with np.load(io.BytesIO(fileio.read_bytes(path))) as f:
           header = json.loads(str(f["__meta__"]))
           arrays = {k: f[k] for k in f.files if k != "__meta__"}
       except (OSError, ValueError, KeyError) as e:
@@ -255,11 +255,6 @@ class Checkpointer:
 
   def close(self):
     self._manager.close()
-
-
-def _read_bytes(path: str) -> bytes:
-  with fileio.open(path, "rb") as f:
-    return f.read()
 
 
 def read_json(path: str) -> Dict:

@@ -33,7 +33,17 @@ class LockedError(Exception):
   """The workdir is in use by another run."""
 
 
-class WorkdirLock:
+class _Held:
+  """`with lock:` acquires it (or raises LockedError) and releases it at the end."""
+
+  def __enter__(self):
+    return self.acquire()
+
+  def __exit__(self, *exc):
+    self.release()
+
+
+class WorkdirLock(_Held):
   """`with WorkdirLock(path):` holds the lock at `path` or raises LockedError at once."""
 
   def __init__(self, path: str):
@@ -65,12 +75,6 @@ class WorkdirLock:
       os.close(self._fd)
       self._fd = None
 
-  def __enter__(self):
-    return self.acquire()
-
-  def __exit__(self, *exc):
-    self.release()
-
 
 def workdir_lock(path: str):
   """The lock for a run whose lock file is `path`: flock locally, a lease on an object store."""
@@ -82,7 +86,7 @@ def _holder() -> dict:
           "since": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
 
 
-class LeaseLock:
+class LeaseLock(_Held):
   """A lock on any path of the path layer: `{holder, token, beat}` rewritten by a heartbeat
   thread. Two runs that start within the same instant can both see no lease; each writes its
   own token and reads it back after a pause, and the one whose token was overwritten backs
@@ -178,12 +182,6 @@ class LeaseLock:
     except Exception:  # noqa: BLE001  (the lease then expires by itself)
       pass
     self._record = None
-
-  def __enter__(self):
-    return self.acquire()
-
-  def __exit__(self, *exc):
-    self.release()
 
 
 def _stop_now(message: str):
