@@ -269,7 +269,8 @@ def format_significance(rows: Sequence[Dict]) -> str:
   ref = compared[0]["reference"]
   lines = [f"Difference in final success to {ref} (percentage points), 95% confidence interval "
            "by Welch's t over seeds (unequal variances); n = seeds of the row / of "
-           f"{ref}.", "", "| label | task | difference | 95% CI | excludes 0 | n |",
+           f"{ref}; * = a side includes runs still training (their last evaluation so "
+           "far, not a final result).", "", "| label | task | difference | 95% CI | excludes 0 | n |",
            "|---|---|---|---|---|---|"]
   refs = {r["task"]: r for r in rows if r["label"] == ref}
   for r in compared:
@@ -277,7 +278,8 @@ def format_significance(rows: Sequence[Dict]) -> str:
           else f"[{100 * r['ci95_low']:+.1f}, {100 * r['ci95_high']:+.1f}]")
     lines.append(f"| {r['label']} | {short_task(r['task'])} | {100 * r['diff_vs_reference']:+.1f} "
                  f"| {ci} | {r['excludes_zero'] or '–'} | {len(r['finals'])} / "
-                 f"{len(refs[r['task']]['finals'])} |")
+                 f"{len(refs[r['task']]['finals'])}"
+                 f"{'*' if r['num_partial'] or refs[r['task']]['num_partial'] else ''} |")
   return "\n".join(lines) + "\n"
 
 

@@ -110,6 +110,10 @@ def test_partial_run_is_read_from_eval_csv(tmp_path, capsys):
   (row,) = report.summarise(runs)
   assert np.isclose(row["online_mean"], np.mean(on)) and row["num_partial"] == 1
   assert "(n=3)*" in report.format_markdown([row])
+  # A difference against a still-training row is marked as not final either.
+  done = dict(row, label="ref", num_partial=0)
+  sig = report.format_significance(report.add_significance([done, row], "ref"))
+  assert sig.splitlines()[-1].endswith("| 3 / 3* |"), sig
   # Curves use the steps every seed has, and say so on stderr.
   steps, mean, std = report.learning_curve(runs, "dfp")
   assert list(steps) == [100, 200, 300]
