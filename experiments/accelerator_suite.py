@@ -127,12 +127,51 @@ def precision_table(bench, preset: str, iters: int, obs_dim: int, action_dim: in
   return rows
 
 
-def trainer_table(bench, preset: str, smoke: bool) -> List[Dict]:
+def pipelined_update_ms(bench, config, obs_dim: int, action_dim: int, iters: int) -> float:
+  """ms per online update of one member as the trainer dispatches it (its jitted program, each
+  call fed the last one's state, no wait in between), under the config's matmul precision."""
+  from dfp_jax.train import updates
+  lib = agents.get(config.method)
+  states = jax.vmap(lambda k: lib.create(config.agent, obs_dim, action_dim, k))(
+      jax.random.split(jax.random.PRNGKey(0), 1))
+  batch = jax.tree.map(lambda x: x[None], bench.random_batch(
+      np.random.default_rng(0), config.train.batch_size, obs_dim,
+      config.agent.chunk_len * action_dim))
+  keys = jax.random.split(jax.random.PRNGKey(1), 1)
+  with updates.matmul_precision(config.train.matmul_precision):
+    _, online = updates.make_update_fns(lib.update)
+    states, keys, _ = jax.block_until_ready(online(states, batch, keys))  # compiles
+    started = time.perf_counter()
+    for _ in range(iters):
+      states, keys, _ = online(states, batch, keys)
+    jax.block_until_ready(states)
+  return 1e3 * (time.perf_counter() - started) / iters
+
+
+def synthetic_env_step_ms(task: str, steps: int = 2000) -> float:
+  """ms per step of a synthetic environment with random actions (its own Python cost)."""
+  from dfp_jax.data import synthetic
+  env = synthetic.make_env(task)
+  env.reset(seed=0)
+  rng = np.random.default_rng(0)
+  actions = rng.uniform(-1, 1, (steps,) + env.action_space.shape)
+  started = time.perf_counter()
+  for a in actions:
+    _, _, terminated, truncated, _ = env.step(a)
+    if terminated or truncated:
+      env.reset()
+  return 1e3 * (time.perf_counter() - started) / steps
+
+
+def trainer_table(bench, preset: str, smoke: bool, iters: int) -> List[Dict]:
   """The trainer end to end on `synthetic-cube-double` (cube-double's sizes and 500-step
   episodes, no simulator): offline updates/s with the scanned dispatch and online environment
   steps/s including one update each, from the run's train.csv (the first row of each phase,
-  which compiles, left out)."""
+  which compiles, left out); and the loop's overhead per online step: its ms per environment
+  step minus the online update dispatched as the loop dispatches it, minus the environment's
+  own step."""
   import tempfile
+  from dfp_jax.data import synthetic
   from dfp_jax.train import loop
   from dfp_jax.train.metrics import read_csv
   config = bench.get_config("dfp", preset)
@@ -151,12 +190,19 @@ def trainer_table(bench, preset: str, smoke: bool) -> List[Dict]:
   steps, rate = rows["step"], rows["steps_per_s"]
   off = rate[(steps <= offline)][1:]
   on = rate[steps > offline + start + log]  # past the first online row that updates
+  obs_dim, action_dim, _ = synthetic.shapes(config.env.task)
+  update_ms = pipelined_update_ms(bench, config, obs_dim, action_dim, max(iters, 10))
+  env_ms = synthetic_env_step_ms(config.env.task)
+  step_ms = 1e3 / float(np.median(on)) if on.size else None
+  overhead = None if step_ms is None else step_ms - update_ms - env_ms
   return [{"preset": preset, "task": config.env.task, "hidden": "x".join(
       str(w) for w in config.agent.actor_hidden), "batch": config.train.batch_size,
       "updates_per_dispatch": config.train.updates_per_dispatch,
       "offline updates/s": float(np.median(off)) if off.size else None,
       "online env steps/s": float(np.median(on)) if on.size else None,
-      "online ms/env step": 1e3 / float(np.median(on)) if on.size else None,
+      "online ms/env step": step_ms, "update ms (as dispatched)": update_ms,
+      "env ms/step": env_ms, "loop overhead ms/env step": overhead,
+      "loop overhead %": None if overhead is None else 100 * overhead / (update_ms + env_ms),
       "run wall s": wall}]
 
 
@@ -198,13 +244,8 @@ def run(bench, out: str, smoke: bool, iters: int, obs_dim: int, action_dim: int)
   result["seeds"] = seeds_table(bench, preset, seeds, iters, obs_dim, action_dim)
   result["population"] = population_table(bench, preset, members, iters, obs_dim, action_dim)
   result["precision"] = precision_table(bench, preset, iters, obs_dim, action_dim)
-  result["trainer"] = trainer_table(bench, preset, smoke)
+  result["trainer"] = trainer_table(bench, preset, smoke, iters)
   result["real_env_step_ms"] = real_env_step_ms()
-  # The trainer runs at its config's precision (fp32): compare with the update at fp32.
-  update_ms = next(r["online ms/step"] for r in result["precision"] if r["precision"] == "fp32")
-  for r in result["trainer"]:  # what one online step costs beyond the update
-    if r["online ms/env step"] is not None:
-      r["loop overhead ms/env step"] = r["online ms/env step"] - update_ms
   result["peak_memory_mb"] = _peak_memory_mb()
   result["wall_s"] = time.perf_counter() - started
   os.makedirs(out, exist_ok=True)
@@ -232,12 +273,13 @@ def run(bench, out: str, smoke: bool, iters: int, obs_dim: int, action_dim: int)
         "", "## The trainer end to end on a synthetic environment (DFP)", "",
         _md_table(result["trainer"], ["task", "hidden", "batch", "updates_per_dispatch",
                                       "offline updates/s", "online env steps/s",
-                                      "online ms/env step", "loop overhead ms/env step",
-                                      "run wall s"]),
-        "", "Loop overhead = online ms per environment step minus DFP's online update alone "
-        "at fp32 (the precision table): acting (a best-of-N' call every chunk), batch "
-        "sampling and transfers, logging; the synthetic environment's own step is "
-        "microseconds. The real "
+                                      "online ms/env step", "update ms (as dispatched)",
+                                      "env ms/step", "loop overhead ms/env step",
+                                      "loop overhead %", "run wall s"]),
+        "", "Loop overhead = online ms per environment step minus DFP's online update "
+        "dispatched as the loop dispatches it (same program and precision, back to back) minus "
+        "the synthetic environment's own step: acting (a best-of-N' call every chunk), batch "
+        "sampling and transfers, logging, waits; % of update + environment. The real "
         "cube-double environment's step on this host's CPU: " + (
             f"{result['real_env_step_ms']:.2f} ms." if result["real_env_step_ms"] is not None
             else "not measured (ogbench is not installed here)."), ""]

@@ -14,6 +14,7 @@ Times one jitted call at a time (block_until_ready after each), after a
 warm-up call that compiles; inputs are random arrays of the task's sizes.
 """
 
+import ast
 import functools
 import os
 import platform
@@ -42,6 +43,8 @@ flags.DEFINE_bool("smoke", False, "The accelerator suite at tiny sizes (CPU, the
 flags.DEFINE_integer("obs_dim", 40, "Observation size of the random inputs (40, as every figure "
                      "in the README; the cube-double environment's is 37).")
 flags.DEFINE_integer("action_dim", 5, "Action size (OGBench manipulation: 5).")
+flags.DEFINE_list("overrides", [], "Config fields set in every measured config, e.g. "
+                  "train.batch_size=256,agent.num_target_samples=16 (values as Python literals).")
 FLAGS = flags.FLAGS
 
 
@@ -67,9 +70,20 @@ def random_batch(rng, batch_size, obs_dim, s):
   }
 
 
-def get_config(method, preset):
+def get_config(method, preset, overrides=()):
+  """The method's config at `preset`, with `overrides` ("dotted.key=literal") applied."""
   module = __import__(f"experiments.configs.{method}", fromlist=["get_config"])
-  return module.get_config(preset)
+  config = module.get_config(preset)
+  for item in overrides:
+    key, sep, value = item.partition("=")
+    node, *path = key.strip().split(".")
+    target = config
+    for name in [node] + path[:-1]:
+      target = target[name]
+    if not sep or not path or path[-1] not in target:
+      raise ValueError(f"--overrides: {item!r} is not field=value of a config field")
+    target[path[-1]] = ast.literal_eval(value.strip())
+  return config
 
 
 def measure(config, obs_dim, action_dim, iters):
@@ -85,6 +99,7 @@ def measure(config, obs_dim, action_dim, iters):
   act = jax.jit(lib.act)
   obs = batch["observations"][0]
   row["act ms/call"] = time_calls(act, lambda i: (agent, obs, jax.random.PRNGKey(i)), iters)
+  row["online/offline"] = row["online ms/step"] / row["offline ms/step"]
   row["hidden"] = "x".join(str(w) for w in ac.actor_hidden)
   row["batch"] = batch_size
   row["h"] = ac.chunk_len
@@ -167,12 +182,13 @@ def main(argv):
   print(f"device: {dev.platform} {dev.device_kind} x{jax.device_count()}, "
         f"host: {platform.processor() or platform.machine()}, jax {jax.__version__}")
   cols = ["preset", "method", "hidden", "batch", "h", "samples (act/target)", "offline ms/step",
-          "online ms/step", "online steps/s", "act ms/call"]
+          "online ms/step", "online/offline", "online steps/s", "act ms/call"]
   print("| " + " | ".join(cols) + " |")
   print("|" + "---|" * len(cols))
   for preset in FLAGS.presets:
     for method in FLAGS.methods:
-      row = measure(get_config(method, preset), FLAGS.obs_dim, FLAGS.action_dim, FLAGS.iters)
+      row = measure(get_config(method, preset, FLAGS.overrides), FLAGS.obs_dim,
+                    FLAGS.action_dim, FLAGS.iters)
       row["preset"], row["method"] = preset, method
       row["online steps/s"] = 1e3 / row["online ms/step"]
       print("| " + " | ".join(f"{row[c]:.1f}" if isinstance(row[c], float) else str(row[c])
@@ -182,7 +198,7 @@ def main(argv):
         "speed-up |")
   print("|---|---|---|---|---|---|")
   for preset in FLAGS.presets:
-    config = get_config("dfp", preset)
+    config = get_config("dfp", preset, FLAGS.overrides)
     single = measure_seeds(config, FLAGS.obs_dim, FLAGS.action_dim, 1, FLAGS.iters)
     for n in (int(x) for x in FLAGS.seed_counts):
       vec = single if n == 1 else measure_seeds(config, FLAGS.obs_dim, FLAGS.action_dim, n,
@@ -195,7 +211,7 @@ def main(argv):
     print("| preset | M | mesh (pop, data) | ms/update | member-updates/s |")
     print("|---|---|---|---|---|")
     for preset in FLAGS.presets:
-      config = get_config("dfp", preset)
+      config = get_config("dfp", preset, FLAGS.overrides)
       for m in (int(x) for x in FLAGS.population_sizes):
         pop, data, ms = measure_population(config, FLAGS.obs_dim, FLAGS.action_dim, m,
                                            FLAGS.iters)
@@ -208,7 +224,7 @@ def main(argv):
           "written (s) |")
     print("|---|---|---|---|---|")
     for preset in FLAGS.presets:
-      config = get_config("dfp", preset)
+      config = get_config("dfp", preset, FLAGS.overrides)
       with tempfile.TemporaryDirectory() as d:
         mb, returned, written = measure_checkpoint(config, FLAGS.obs_dim, FLAGS.action_dim,
                                                    FLAGS.checkpoint_seeds, d)

@@ -23,7 +23,7 @@ import ml_collections
 import optax
 
 from dfp_jax.networks import Critic
-from dfp_jax.per_example import example_keys, fold, masked_mean, repeat_obs
+from dfp_jax.per_example import example_keys, fold, in_blocks, masked_mean, repeat_obs
 
 
 def base_config():
@@ -103,15 +103,28 @@ def select_best(q, chunks):
   return jnp.take_along_axis(chunks, best[:, None, None], axis=1)[:, 0]
 
 
+def scored_samples(agent, sample: Callable, obs, keys, num):
+  """`num` samples per state and their ensemble-mean Q under the online critic, evaluated in
+  blocks of states where the backend needs it (per_example.in_blocks).
+
+  sample(obs [b, O], keys [b, 2], num) -> chunks [b, num, S]. Returns (chunks [B, num, S],
+  q [B, num]).
+  """
+  def block(obs, keys):
+    chunks = sample(obs, keys, num)
+    return chunks, q_values(agent, agent.critic_params, obs, chunks)
+  return in_blocks(block, num, obs, keys)
+
+
 def best_of(agent, sample: Callable, obs, keys, num):
   """Best of `num` policy samples under the online critic.
 
   sample(agent, obs [B, O], keys [B, 2], num) -> clipped chunks [B, num, S].
   """
-  chunks = sample(agent, obs, keys, num)
   if num == 1:  # nothing to choose between
-    return chunks[:, 0]
-  return select_best(q_values(agent, agent.critic_params, obs, chunks), chunks)
+    return sample(agent, obs, keys, 1)[:, 0]
+  chunks, q = scored_samples(agent, lambda o, k, n: sample(agent, o, k, n), obs, keys, num)
+  return select_best(q, chunks)
 
 
 def top_k_positives(q, candidates, k, soft: bool = False):

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 
 from dfp_jax import drifting
 from dfp_jax.agents import base
-from dfp_jax.agents.base import hparam, q_values, top_k_positives
+from dfp_jax.agents.base import hparam, scored_samples, top_k_positives
 from dfp_jax.networks import Actor
 from dfp_jax.per_example import fold, normal, repeat_obs
 
@@ -86,8 +86,9 @@ def actor_loss(agent, actor_params, batch, keys, axis_name=None, *, use_topk: bo
   info = {f"actor/bc_{k}": v for k, v in bc_info.items()}
   loss = bc_loss
   if use_topk:
-    candidates = sample_chunks(agent, agent.anchor_params, obs, fold(keys, 1), c.num_candidates)
-    q = q_values(agent, agent.critic_params, obs, candidates)
+    candidates, q = scored_samples(
+        agent, lambda o, k, n: sample_chunks(agent, agent.anchor_params, o, k, n), obs,
+        fold(keys, 1), c.num_candidates)
     positives, weights = top_k_positives(q, candidates, c.top_k, soft=c.topk_mode == "soft")
     topk_loss, topk_info = drift(gen, jax.lax.stop_gradient(positives),
                                  pos_weights=jax.lax.stop_gradient(weights))

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from dfp_jax.agents import base
-from dfp_jax.agents.base import hparam, q_values, top_k_positives
+from dfp_jax.agents.base import hparam, scored_samples, top_k_positives
 from dfp_jax.networks import MeanVelocity
 from dfp_jax.per_example import fold, masked_mean, normal, repeat_obs, uniform
 
@@ -143,8 +143,9 @@ def actor_loss(agent, params, batch, keys, axis_name=None, *, use_topk: bool):
   info = {"actor/bc_loss": bc_loss, "actor/bc_error": masked_mean(bc_err, batch["valid"], axis_name)}
   loss = bc_loss
   if use_topk:
-    candidates = sample_chunks(agent, agent.anchor_params, obs, fold(keys, 1), c.num_candidates)
-    q = q_values(agent, agent.critic_params, obs, candidates)
+    candidates, q = scored_samples(
+        agent, lambda o, k, n: sample_chunks(agent, agent.anchor_params, o, k, n), obs,
+        fold(keys, 1), c.num_candidates)
     positives = jax.lax.stop_gradient(top_k_positives(q, candidates, c.top_k)[0])
     topk_loss = jnp.mean(mean_flow_loss(agent, params, obs, positives, fold(keys, 2))[0])
     loss = loss + hparam(agent, "topk_weight") * topk_loss

@@ -10,7 +10,7 @@ import optax
 import pytest
 
 from dfp_jax import agents
-from dfp_jax.agents import bfn, fql, mvp
+from dfp_jax.agents import base, bfn, fql, mvp
 from dfp_jax.parallel import example_keys
 from experiments.configs import common
 
@@ -182,11 +182,11 @@ def test_best_of_n_acts_with_the_argmax_q_sample(lib, sample):
   key = jax.random.PRNGKey(4)
   chosen = lib.act(agent, obs, key)
   samples = sample(agent, obs, example_keys(key, 16), 8)
-  q = mvp.q_values(agent, agent.critic_params, obs, samples)
+  q = base.q_values(agent, agent.critic_params, obs, samples)
   best = jnp.take_along_axis(samples, jnp.argmax(q, -1)[:, None, None], 1)[:, 0]
   np.testing.assert_allclose(chosen, best, atol=1e-6)
   # ...and the chosen one is never worse than any sample.
-  q_chosen = mvp.q_values(agent, agent.critic_params, obs, chosen[:, None])[:, 0]
+  q_chosen = base.q_values(agent, agent.critic_params, obs, chosen[:, None])[:, 0]
   assert bool(jnp.all(q_chosen >= q.max(-1) - 1e-5))
 
 
@@ -234,3 +234,49 @@ def test_smoke_training_runs_each_agent_family_through_the_trainer(method, tiny_
   # Different seeds train differently.
   a, b = (read_csv(str(tmp_path / f"seed_{s}" / "train.csv"))["critic/loss"] for s in (0, 1))
   assert not np.allclose(a, b)
+
+
+@pytest.mark.parametrize("method", ["dfp", "mvp_topk", "qc_bfn"])
+def test_blocked_sample_scoring_matches_the_whole_set(method, monkeypatch):
+  """Large sample sets are scored in blocks of states on CPU (per_example.in_blocks): the
+  update and acting compute what one call over the whole set computes, and do run blocked."""
+  from dfp_jax import per_example
+  lib = agents.get(method)
+  config = _config(method, num_act_samples=8)
+  agent = lib.create(config, 3, 2, jax.random.PRNGKey(0))
+  batch = _mixture_batch(np.random.default_rng(1), 32, obs_dim=3)
+  batch["rewards"] = batch["rewards"] - 1.0
+
+  def run():
+    update = functools.partial(lib.update, online=True)
+    new, info = jax.jit(update)(agent, batch, jax.random.PRNGKey(2))
+    chunks = jax.jit(lib.act)(new, batch["observations"], jax.random.PRNGKey(3))
+    loops = str(jax.make_jaxpr(update)(agent, batch, jax.random.PRNGKey(2))).count("scan[")
+    return new, info, chunks, loops
+
+  whole = run()
+  # 32 states x <= 16 samples is under the CPU limit; BFN's Euler steps are loops of their own.
+  monkeypatch.setattr(per_example, "CPU_BLOCK_ROWS", 64)  # blocks of 4-8 states
+  blocked = run()
+  assert blocked[3] > whole[3]  # the blocks are a loop
+  for a, b in zip(jax.tree.leaves(whole[:3]), jax.tree.leaves(blocked[:3])):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_in_blocks_splits_examples_and_restores_the_batch(monkeypatch):
+  from dfp_jax import per_example
+  monkeypatch.setattr(per_example, "CPU_BLOCK_ROWS", 12)
+  x = jnp.arange(10 * 3, dtype=jnp.float32).reshape(10, 3)
+  seen = []
+
+  def fn(a, b):
+    seen.append(a.shape[0])
+    return {"sum": a.sum(-1) + b, "twice": 2 * a}
+
+  out = per_example.in_blocks(fn, 4, x, jnp.ones(10))  # 10 examples x 4 rows > 12
+  assert seen == [2]  # the largest block of whole examples under 12 rows that divides 10
+  np.testing.assert_array_equal(out["sum"], x.sum(-1) + 1)
+  np.testing.assert_array_equal(out["twice"], 2 * x)
+  seen.clear()
+  per_example.in_blocks(fn, 1, x, jnp.ones(10))  # 10 rows: one call, no loop
+  assert seen == [10]

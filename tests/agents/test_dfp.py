@@ -8,7 +8,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from dfp_jax.agents import dfp
+from dfp_jax.agents import base, dfp
 from dfp_jax.parallel import example_keys
 
 
@@ -74,7 +74,7 @@ def test_offline_bc_learns_both_modes(pretrained):
 
 def test_critic_ranks_the_rewarded_mode_higher(pretrained):
   obs = jnp.zeros((1, 2))
-  q = dfp.q_values(pretrained, pretrained.critic_params, obs, jnp.array([[[0.6], [-0.6]]]))
+  q = base.q_values(pretrained, pretrained.critic_params, obs, jnp.array([[[0.6], [-0.6]]]))
   assert float(q[0, 0] - q[0, 1]) > 0.5, q
 
 
@@ -113,7 +113,7 @@ def test_act_returns_the_best_of_n_under_the_critic(pretrained):
   chosen = dfp.act(pretrained, obs, key, num_samples=32)
   samples = dfp.sample_chunks(pretrained, pretrained.actor_params, obs,
                               example_keys(key, 16), 32)
-  q = dfp.q_values(pretrained, pretrained.critic_params, obs, samples)
+  q = base.q_values(pretrained, pretrained.critic_params, obs, samples)
   best = jnp.take_along_axis(samples, jnp.argmax(q, -1)[:, None, None], 1)[:, 0]
   np.testing.assert_allclose(chosen, best, atol=1e-6)
   assert float(jnp.abs(chosen).max()) <= 1.0

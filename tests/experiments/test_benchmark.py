@@ -37,7 +37,11 @@ def test_accelerator_suite_smoke_writes_every_table(tmp_path):
   assert trainer["task"] == "synthetic-cube-double"
   for k in ("offline updates/s", "online env steps/s", "online ms/env step"):
     assert math.isfinite(trainer[k]) and trainer[k] > 0, k
-  assert math.isfinite(trainer["loop overhead ms/env step"])
+  assert 0 < trainer["update ms (as dispatched)"] < trainer["online ms/env step"] * 5
+  assert 0 < trainer["env ms/step"] < 1.0  # no simulator: microseconds of Python
+  assert trainer["loop overhead ms/env step"] == pytest.approx(
+      trainer["online ms/env step"] - trainer["update ms (as dispatched)"] - trainer["env ms/step"])
+  assert math.isfinite(trainer["loop overhead %"])
   assert result["real_env_step_ms"] > 0  # ogbench is installed here
   md = (tmp_path / "accelerator.md").read_text()
   assert "## The trainer end to end on a synthetic environment" in md
