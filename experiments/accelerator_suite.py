@@ -62,7 +62,7 @@ def device_info() -> Dict:
 def methods_table(bench, preset: str, iters: int, obs_dim: int, action_dim: int) -> List[Dict]:
   rows = []
   for method in agents.METHODS:
-    config = bench.get_config(method, preset)
+    config = bench.get_config(method, preset, bench.FLAGS.overrides)
     lib = agents.get(config.method)
     agent = lib.create(config.agent, obs_dim, action_dim, jax.random.PRNGKey(0))
     batch = bench.random_batch(np.random.default_rng(0), config.train.batch_size, obs_dim,
@@ -75,7 +75,7 @@ def methods_table(bench, preset: str, iters: int, obs_dim: int, action_dim: int)
 
 
 def seeds_table(bench, preset: str, counts, iters: int, obs_dim: int, action_dim: int) -> List[Dict]:
-  config = bench.get_config("dfp", preset)
+  config = bench.get_config("dfp", preset, bench.FLAGS.overrides)
   single = bench.measure_seeds(config, obs_dim, action_dim, 1, iters)
   rows = []
   for s in counts:
@@ -86,7 +86,7 @@ def seeds_table(bench, preset: str, counts, iters: int, obs_dim: int, action_dim
 
 
 def population_table(bench, preset: str, sizes, iters: int, obs_dim: int, action_dim: int):
-  config = bench.get_config("dfp", preset)
+  config = bench.get_config("dfp", preset, bench.FLAGS.overrides)
   rows = []
   for m in sizes:
     pop, data, ms = bench.measure_population(config, obs_dim, action_dim, m, iters)
@@ -99,7 +99,7 @@ def precision_table(bench, preset: str, iters: int, obs_dim: int, action_dim: in
   """DFP's online update under each train.matmul_precision: ms, and how far one update's
   losses and actor parameters move from fp32's (same state, batch, key)."""
   from dfp_jax.train.updates import MATMUL_PRECISIONS, matmul_precision
-  config = bench.get_config("dfp", preset)
+  config = bench.get_config("dfp", preset, bench.FLAGS.overrides)
   lib = agents.get("dfp")
   agent = lib.create(config.agent, obs_dim, action_dim, jax.random.PRNGKey(0))
   batch = bench.random_batch(np.random.default_rng(0), config.train.batch_size, obs_dim,
@@ -174,7 +174,7 @@ def trainer_table(bench, preset: str, smoke: bool, iters: int) -> List[Dict]:
   from dfp_jax.data import synthetic
   from dfp_jax.train import loop
   from dfp_jax.train.metrics import read_csv
-  config = bench.get_config("dfp", preset)
+  config = bench.get_config("dfp", preset, bench.FLAGS.overrides)
   offline, online, log = (40, 60, 10) if smoke else (2_000, 1_500, 250)
   start = 10 if smoke else 250
   config.env.task = "synthetic-cube-double"
