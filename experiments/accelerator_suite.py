@@ -62,15 +62,9 @@ def device_info() -> Dict:
 def methods_table(bench, preset: str, iters: int, obs_dim: int, action_dim: int) -> List[Dict]:
   rows = []
   for method in agents.METHODS:
-    config = bench.get_config(method, preset, bench.FLAGS.overrides)
-    lib = agents.get(config.method)
-    agent = lib.create(config.agent, obs_dim, action_dim, jax.random.PRNGKey(0))
-    batch = bench.random_batch(np.random.default_rng(0), config.train.batch_size, obs_dim,
-                               config.agent.chunk_len * action_dim)
-    update = jax.jit(functools.partial(lib.update, online=True))
-    compile_s = _first_call_s(lambda: update(agent, batch, jax.random.PRNGKey(0))[0])
-    row = bench.measure(config, obs_dim, action_dim, iters)
-    rows.append({"preset": preset, "method": method, "online compile s": compile_s, **row})
+    row = bench.measure(bench.get_config(method, preset, bench.FLAGS.overrides), obs_dim,
+                        action_dim, iters)
+    rows.append({"preset": preset, "method": method, **row})
   return rows
 
 
@@ -234,55 +228,82 @@ def _md_table(rows: List[Dict], cols: List[str]) -> str:
   return "\n".join(lines)
 
 
+# (heading, result key, columns) of each table, in the order the suite measures them.
+TABLES = [
+    ("Every method (ms per update / per best-of-N' action)", "methods",
+     ["method", "hidden", "batch", "h", "samples (act/target)", "online compile s",
+      "offline ms/step", "online ms/step", "online/offline", "act ms/call"]),
+    ("DFP, S seeds vmapped (online update)", "seeds",
+     ["S", "vmapped_ms", "sequential_ms", "speedup"]),
+    ("DFP population over every device (online update)", "population",
+     ["M", "pop", "data", "ms", "member_updates_per_s"]),
+    ("DFP under each train.matmul_precision (online update, one update from the same state)",
+     "precision", ["precision", "online ms/step", "actor loss", "critic loss",
+                   "max rel. param diff to fp32", "finite"]),
+    ("The trainer end to end on a synthetic environment (DFP)", "trainer",
+     ["task", "hidden", "batch", "updates_per_dispatch", "offline updates/s",
+      "online env steps/s", "online ms/env step", "update ms (as dispatched)", "env ms/step",
+      "loop overhead ms/env step", "loop overhead %", "run wall s"]),
+]
+
+
+def markdown(result: Dict) -> str:
+  """accelerator.md: every table measured so far (a suite cut short says which are missing)."""
+  d = result["device"]
+  peak = result.get("peak_memory_mb")
+  md = [f"# Accelerator suite: {d['device_kind']} x{d['device_count']} ({d['platform']})",
+        "", f"jax {d['jax']}, jaxlib {d['jaxlib']}, matmul precision {d['matmul_precision']}, "
+        f"preset `{result['preset']}`, median of {result['iters']} calls after a compiling call; "
+        "peak device memory " + (f"{peak:.0f} MB; " if peak is not None else "not reported; ") +
+        f"suite wall time so far {result['wall_s']:.0f} s"
+        + ("." if result.get("complete") else " (NOT COMPLETE: tables below stop where the "
+           "suite stopped).")]
+  for heading, key, cols in TABLES:
+    md += ["", f"## {heading}", ""]
+    md.append(_md_table(result[key], cols) if key in result else "not measured")
+  if "trainer" in result:
+    real = result.get("real_env_step_ms")
+    md += ["", "Loop overhead = online ms per environment step minus DFP's online update "
+           "dispatched as the loop dispatches it (same program and precision, back to back) "
+           "minus the synthetic environment's own step: acting (a best-of-N' call every chunk), "
+           "batch sampling and transfers, logging, waits; % of update + environment. The real "
+           "cube-double environment's step on this host's CPU: " + (
+               f"{real:.2f} ms." if real is not None
+               else "not measured (ogbench is not installed here).")]
+  return "\n".join(md) + "\n"
+
+
+def _write(out: str, result: Dict, started: float):
+  result["wall_s"] = time.perf_counter() - started
+  result["peak_memory_mb"] = _peak_memory_mb()
+  with open(os.path.join(out, "accelerator.json"), "w") as f:
+    json.dump(result, f, indent=2)
+  with open(os.path.join(out, "accelerator.md"), "w") as f:
+    f.write(markdown(result))
+
+
 def run(bench, out: str, smoke: bool, iters: int, obs_dim: int, action_dim: int) -> Dict:
+  """Measure every table in turn, rewriting DIR/accelerator.{json,md} after each one, so a
+  session cut short still returns what it measured."""
   preset = "smoke" if smoke else "cube-double-task2"
   seeds = (1, 2) if smoke else (1, 5, 10, 20)
   members = (1, 2) if smoke else (1, 2, 4, 8, 16, 32, 64)
   started = time.perf_counter()
-  result = {"device": device_info(), "preset": preset, "iters": iters}
-  result["methods"] = methods_table(bench, preset, iters, obs_dim, action_dim)
-  result["seeds"] = seeds_table(bench, preset, seeds, iters, obs_dim, action_dim)
-  result["population"] = population_table(bench, preset, members, iters, obs_dim, action_dim)
-  result["precision"] = precision_table(bench, preset, iters, obs_dim, action_dim)
-  result["trainer"] = trainer_table(bench, preset, smoke, iters)
-  result["real_env_step_ms"] = real_env_step_ms()
-  result["peak_memory_mb"] = _peak_memory_mb()
-  result["wall_s"] = time.perf_counter() - started
   os.makedirs(out, exist_ok=True)
-  with open(os.path.join(out, "accelerator.json"), "w") as f:
-    json.dump(result, f, indent=2)
-  d = result["device"]
-  md = [f"# Accelerator suite: {d['device_kind']} x{d['device_count']} ({d['platform']})",
-        "", f"jax {d['jax']}, jaxlib {d['jaxlib']}, matmul precision {d['matmul_precision']}, "
-        f"preset `{preset}`, median of {iters} calls after a compiling call; "
-        "peak device memory " + (f"{result['peak_memory_mb']:.0f} MB; "
-                                 if result["peak_memory_mb"] is not None else "not reported; ") +
-        f"suite wall time {result['wall_s']:.0f} s.", "",
-        "## Every method (ms per update / per best-of-N' action)", "",
-        _md_table(result["methods"], ["method", "hidden", "batch", "h", "samples (act/target)",
-                                      "online compile s", "offline ms/step", "online ms/step",
-                                      "act ms/call"]),
-        "", "## DFP, S seeds vmapped (online update)", "",
-        _md_table(result["seeds"], ["S", "vmapped_ms", "sequential_ms", "speedup"]),
-        "", "## DFP population over every device (online update)", "",
-        _md_table(result["population"], ["M", "pop", "data", "ms", "member_updates_per_s"]),
-        "", "## DFP under each train.matmul_precision (online update, one update from the same "
-        "state)", "",
-        _md_table(result["precision"], ["precision", "online ms/step", "actor loss", "critic loss",
-                                        "max rel. param diff to fp32", "finite"]),
-        "", "## The trainer end to end on a synthetic environment (DFP)", "",
-        _md_table(result["trainer"], ["task", "hidden", "batch", "updates_per_dispatch",
-                                      "offline updates/s", "online env steps/s",
-                                      "online ms/env step", "update ms (as dispatched)",
-                                      "env ms/step", "loop overhead ms/env step",
-                                      "loop overhead %", "run wall s"]),
-        "", "Loop overhead = online ms per environment step minus DFP's online update "
-        "dispatched as the loop dispatches it (same program and precision, back to back) minus "
-        "the synthetic environment's own step: acting (a best-of-N' call every chunk), batch "
-        "sampling and transfers, logging, waits; % of update + environment. The real "
-        "cube-double environment's step on this host's CPU: " + (
-            f"{result['real_env_step_ms']:.2f} ms." if result["real_env_step_ms"] is not None
-            else "not measured (ogbench is not installed here)."), ""]
-  with open(os.path.join(out, "accelerator.md"), "w") as f:
-    f.write("\n".join(md))
+  result = {"device": device_info(), "preset": preset, "iters": iters, "complete": False}
+  steps = [
+      ("methods", lambda: methods_table(bench, preset, iters, obs_dim, action_dim)),
+      ("seeds", lambda: seeds_table(bench, preset, seeds, iters, obs_dim, action_dim)),
+      ("population", lambda: population_table(bench, preset, members, iters, obs_dim,
+                                              action_dim)),
+      ("precision", lambda: precision_table(bench, preset, iters, obs_dim, action_dim)),
+      ("trainer", lambda: trainer_table(bench, preset, smoke, iters)),
+      ("real_env_step_ms", real_env_step_ms),
+  ]
+  for key, measure in steps:
+    result[key] = measure()
+    _write(out, result, started)
+    print(f"[{result['wall_s']:.0f} s] {key} done", flush=True)
+  result["complete"] = True
+  _write(out, result, started)
   return result

@@ -48,9 +48,13 @@ flags.DEFINE_list("overrides", [], "Config fields set in every measured config, 
 FLAGS = flags.FLAGS
 
 
-def time_calls(fn, args_fn, iters):
-  """Median milliseconds per call of fn(*args_fn(i)), after one compiling call."""
+def time_calls(fn, args_fn, iters, first=None):
+  """Median milliseconds per call of fn(*args_fn(i)), after one compiling call (its seconds
+  are appended to the list `first` when given)."""
+  t0 = time.perf_counter()
   jax.block_until_ready(fn(*args_fn(0)))
+  if first is not None:
+    first.append(time.perf_counter() - t0)
   times = []
   for i in range(iters):
     args = args_fn(i + 1)
@@ -94,8 +98,11 @@ def measure(config, obs_dim, action_dim, iters):
   row = {}
   for name, online in (("offline", False), ("online", True)):
     update = jax.jit(functools.partial(lib.update, online=online))
+    first = []
     row[f"{name} ms/step"] = time_calls(
-        lambda a, k: update(a, batch, k)[0], lambda i: (agent, jax.random.PRNGKey(i)), iters)
+        lambda a, k: update(a, batch, k)[0], lambda i: (agent, jax.random.PRNGKey(i)), iters,
+        first)
+    row[f"{name} compile s"] = first[0]  # the first call: tracing, compiling, one run
   act = jax.jit(lib.act)
   obs = batch["observations"][0]
   row["act ms/call"] = time_calls(act, lambda i: (agent, obs, jax.random.PRNGKey(i)), iters)

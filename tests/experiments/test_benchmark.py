@@ -21,6 +21,7 @@ def test_accelerator_suite_smoke_writes_every_table(tmp_path):
   assert res.returncode == 0, res.stderr[-3000:]
   result = json.loads((tmp_path / "accelerator.json").read_text())
   assert result["device"]["platform"] == "cpu" and result["device"]["jax"]
+  assert result["complete"] is True
   assert [r["method"] for r in result["methods"]] == list(agents.METHODS)
   for r in result["methods"]:
     for k in ("offline ms/step", "online ms/step", "act ms/call", "online compile s"):
@@ -44,6 +45,33 @@ def test_accelerator_suite_smoke_writes_every_table(tmp_path):
   assert math.isfinite(trainer["loop overhead %"])
   assert result["real_env_step_ms"] > 0  # ogbench is installed here
   md = (tmp_path / "accelerator.md").read_text()
-  assert "## The trainer end to end on a synthetic environment" in md
+  assert "## The trainer end to end on a synthetic environment" in md and "NOT COMPLETE" not in md
   assert md.count("\n| dfp |") == 1 and "## DFP population over every device" in md
   assert "## DFP under each train.matmul_precision" in md and "\n| bf16 |" in md
+
+
+def test_suite_cut_short_keeps_the_tables_it_measured(tmp_path):
+  """The files are rewritten after every table: a device session that ends mid-suite still
+  returns the finished tables, marked as incomplete."""
+  import types
+  from experiments import accelerator_suite
+
+  def measure(config, obs_dim, action_dim, iters):
+    return {"offline ms/step": 2.0, "online ms/step": 3.0, "online/offline": 1.5,
+            "act ms/call": 0.5, "online compile s": 1.0, "hidden": "8x8", "batch": 4, "h": 5,
+            "samples (act/target)": "4/4"}
+
+  def cut(*args, **kwargs):
+    raise RuntimeError("session over")
+
+  bench = types.SimpleNamespace(
+      FLAGS=types.SimpleNamespace(overrides=[]), measure=measure, measure_seeds=cut,
+      get_config=lambda method, preset, overrides=(): None)
+  with pytest.raises(RuntimeError, match="session over"):
+    accelerator_suite.run(bench, str(tmp_path), True, 2, 40, 5)
+  result = json.loads((tmp_path / "accelerator.json").read_text())
+  assert result["complete"] is False and "seeds" not in result
+  assert [r["method"] for r in result["methods"]] == list(agents.METHODS)
+  md = (tmp_path / "accelerator.md").read_text()
+  assert "NOT COMPLETE" in md and md.count("\n| dfp |") == 1
+  assert "## DFP, S seeds vmapped (online update)\n\nnot measured" in md
