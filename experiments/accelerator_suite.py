@@ -254,10 +254,10 @@ def markdown(result: Dict) -> str:
   md = [f"# Accelerator suite: {d['device_kind']} x{d['device_count']} ({d['platform']})",
         "", f"jax {d['jax']}, jaxlib {d['jaxlib']}, matmul precision {d['matmul_precision']}, "
         f"preset `{result['preset']}`, median of {result['iters']} calls after a compiling call; "
-        "peak device memory " + (f"{peak:.0f} MB; " if peak is not None else "not reported; ") +
-        f"suite wall time so far {result['wall_s']:.0f} s"
-        + ("." if result.get("complete") else " (NOT COMPLETE: tables below stop where the "
-           "suite stopped).")]
+        "peak device memory " + (f"{peak:.0f} MB; " if peak is not None else "not reported; ")
+        + (f"suite wall time {result['wall_s']:.0f} s." if result.get("complete") else
+           f"suite wall time so far {result['wall_s']:.0f} s (NOT COMPLETE: tables below stop "
+           "where the suite stopped).")]
   for heading, key, cols in TABLES:
     md += ["", f"## {heading}", ""]
     md.append(_md_table(result[key], cols) if key in result else "not measured")
