@@ -15,9 +15,11 @@ for a K ablation, `--label_key=method,agent.top_k` for both). Writes to --out:
   learning_curves.png  eval success vs step, one panel per task, one line per label.
 
 With `--reference=LABEL`, both tables also give, for every other row of the
-same task, the difference in final success to the reference row with a 95%
-confidence interval from Welch's t over seeds (unequal variances,
-Welch-Satterthwaite degrees of freedom), and whether it excludes 0.
+same task, the difference in final success (`--compare_phase=offline`: at the
+end of offline pretraining, e.g. for offline-only runs against full ones) to
+the reference row with a 95% confidence interval from Welch's t over seeds
+(unequal variances, Welch-Satterthwaite degrees of freedom), and whether it
+excludes 0.
 
 A run without summary.json is still training: its numbers come from the last
 offline / online rows of its eval.csv and its table cell is marked `*`.
@@ -41,14 +43,17 @@ flags.DEFINE_string("out", None, "Directory for results.md, results.csv and lear
 flags.DEFINE_list("label_key", ["method"], "Dotted config key(s) whose values label a row.")
 flags.DEFINE_list("tasks_order", None, "Task columns first in this order (full or short names).")
 flags.DEFINE_string("reference", None, "Row label to compare every other row with (difference "
-                    "in final success, Welch's t 95% CI over seeds).")
+                    "in success, Welch's t 95% CI over seeds).")
+flags.DEFINE_enum("compare_phase", "final", ["final", "offline", "online"], "With --reference: "
+                  "the success compared (final: the last evaluation; offline: the end of "
+                  "offline pretraining, e.g. to compare offline-only runs with full ones).")
 FLAGS = flags.FLAGS
 
 Keys = Union[str, Sequence[str]]  # "method,agent.top_k" or ["method", "agent.top_k"]
 CSV_COLUMNS = ["label", "task", "num_seeds", "offline_mean", "offline_std", "online_mean",
                "online_std", "final_mean", "final_std", "seeds", "num_partial"]
-SIGNIFICANCE_COLUMNS = ["reference", "diff_vs_reference", "ci95_low", "ci95_high",
-                        "excludes_zero"]
+SIGNIFICANCE_COLUMNS = ["reference", "compared_phase", "diff_vs_reference", "ci95_low",
+                        "ci95_high", "excludes_zero"]
 NAN = float("nan")
 
 
@@ -206,7 +211,8 @@ def summarise(runs: Sequence[Dict], label_key: Keys = "method",
       row[f"{phase}_std"] = float(v.std()) if v.size else NAN
     row["seeds"] = " ".join(map(str, seeds))
     row["num_partial"] = sum(r["partial"] for r in rs)
-    row["finals"] = [r["final"] for r in rs if not math.isnan(r["final"])]
+    row["values"] = {phase: [r[phase] for r in rs if not math.isnan(r[phase])]
+                     for phase in ("offline", "online", "final")}  # per seed, for significance
     rows.append(row)
   return rows
 
@@ -231,8 +237,9 @@ def welch_interval(a: Sequence[float], b: Sequence[float], level: float = 0.95):
   return diff, diff - half, diff + half
 
 
-def add_significance(rows: Sequence[Dict], reference: str) -> List[Dict]:
-  """Rows with SIGNIFICANCE_COLUMNS filled against the `reference` row of each task."""
+def add_significance(rows: Sequence[Dict], reference: str, phase: str = "final") -> List[Dict]:
+  """Rows with SIGNIFICANCE_COLUMNS filled against the `reference` row of each task, comparing
+  the success at `phase` (final, offline or online)."""
   labels = {r["label"] for r in rows}
   if reference not in labels:
     raise ValueError(f"--reference={reference!r} is no row label; labels: "
@@ -243,8 +250,9 @@ def add_significance(rows: Sequence[Dict], reference: str) -> List[Dict]:
     r = dict(r)
     ref = refs.get(r["task"])
     if ref is not None and r is not ref and r["label"] != reference:
-      diff, low, high = welch_interval(r["finals"], ref["finals"])
-      r.update(reference=reference, diff_vs_reference=diff, ci95_low=low, ci95_high=high,
+      diff, low, high = welch_interval(r["values"][phase], ref["values"][phase])
+      r.update(reference=reference, compared_phase=phase, diff_vs_reference=diff,
+               ci95_low=low, ci95_high=high,
                excludes_zero="" if math.isnan(low) else ("yes" if low > 0 or high < 0 else "no"))
     out.append(r)
   return out
@@ -266,8 +274,10 @@ def format_significance(rows: Sequence[Dict]) -> str:
   compared = [r for r in rows if r.get("reference")]
   if not compared:
     return ""
-  ref = compared[0]["reference"]
-  lines = [f"Difference in final success to {ref} (percentage points), 95% confidence interval "
+  ref, phase = compared[0]["reference"], compared[0]["compared_phase"]
+  what = {"final": "final success", "offline": "success at the end of the offline phase",
+          "online": "success at the end of the online phase"}[phase]
+  lines = [f"Difference in {what} to {ref} (percentage points), 95% confidence interval "
            "by Welch's t over seeds (unequal variances); n = seeds of the row / of "
            f"{ref}; * = a side includes runs still training (their last evaluation so "
            "far, not a final result).", "", "| label | task | difference | 95% CI | excludes 0 | n |",
@@ -277,8 +287,8 @@ def format_significance(rows: Sequence[Dict]) -> str:
     ci = ("–" if math.isnan(r["ci95_low"])
           else f"[{100 * r['ci95_low']:+.1f}, {100 * r['ci95_high']:+.1f}]")
     lines.append(f"| {r['label']} | {short_task(r['task'])} | {100 * r['diff_vs_reference']:+.1f} "
-                 f"| {ci} | {r['excludes_zero'] or '–'} | {len(r['finals'])} / "
-                 f"{len(refs[r['task']]['finals'])}"
+                 f"| {ci} | {r['excludes_zero'] or '–'} | {len(r['values'][phase])} / "
+                 f"{len(refs[r['task']]['values'][phase])}"
                  f"{'*' if r['num_partial'] or refs[r['task']]['num_partial'] else ''} |")
   return "\n".join(lines) + "\n"
 
@@ -384,7 +394,7 @@ def main(argv):
     runs = find_runs(argv[1:])
     rows = summarise(runs, FLAGS.label_key, FLAGS.tasks_order)
     if FLAGS.reference:
-      rows = add_significance(rows, FLAGS.reference)
+      rows = add_significance(rows, FLAGS.reference, FLAGS.compare_phase)
   except ValueError as e:
     sys.exit(f"error: {e}")
   for name in FLAGS.tasks_order or []:

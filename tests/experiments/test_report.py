@@ -233,3 +233,22 @@ def test_reference_adds_a_significance_table(sweep, tmp_path):
     write_run(mixed / "fql" / f"seed_{i}", "fql", SINGLE, i, _evals(0.1, b))
   rows = report.add_significance(report.summarise(report.find_runs([str(mixed)])), "dfp")
   assert {r["label"]: r.get("excludes_zero") for r in rows}["fql"] == "no"
+
+
+def test_offline_only_runs_compare_at_the_end_of_offline(tmp_path):
+  """--compare_phase=offline: offline-only runs (their final success is their offline one)
+  against full runs, at the end of offline pretraining, not at the full runs' final point."""
+  full_off, full_on, only_off = [0.1, 0.2, 0.15], [0.3, 0.35, 0.4], [0.7, 0.2, 0.7]
+  for i in range(3):
+    write_run(tmp_path / "full" / f"seed_{i}", "mvp", SINGLE, i, _evals(full_off[i], full_on[i]))
+    write_run(tmp_path / "only" / f"seed_{i}", "mvp_old", SINGLE, i,
+              [(100, only_off[i] / 2, 0), (200, only_off[i], 0)], online_steps=0)
+  rows = report.summarise(report.find_runs([str(tmp_path)]))
+  final = {r["label"]: r for r in report.add_significance(rows, "mvp")}["mvp_old"]
+  offline = {r["label"]: r for r in report.add_significance(rows, "mvp", "offline")}["mvp_old"]
+  assert final["diff_vs_reference"] == pytest.approx(np.mean(only_off) - np.mean(full_on))
+  assert offline["diff_vs_reference"] == pytest.approx(np.mean(only_off) - np.mean(full_off))
+  assert offline["compared_phase"] == "offline"
+  text = report.format_significance(report.add_significance(rows, "mvp", "offline"))
+  assert "Difference in success at the end of the offline phase to mvp" in text
+  assert "| mvp_old | cube-single-task2 | +38.3 |" in text
