@@ -64,14 +64,21 @@ def in_blocks(fn, rows_per_example: int, *args):
   """fn(*args), every arg [B, ...] and every output [B, ...], computed over blocks of examples
   of at most `block_rows()` rows (B_block * rows_per_example) by a loop when B is larger.
 
-  Each example's rows are the rows fn sees unblocked; only how many share a matmul changes.
+  fn must treat its examples independently: each example's rows are the rows fn sees
+  unblocked, only how many share a matmul changes. A last partial block is padded with copies
+  of the last example, whose outputs are dropped.
   """
   b = jax.tree.leaves(args)[0].shape[0]
   limit = block_rows()
-  if limit is None or b * rows_per_example <= limit:
+  size = b if limit is None else max(1, limit // rows_per_example)  # examples per block
+  if b <= size:
     return fn(*args)
-  blocks = next(d for d in range(2, b + 1) if b % d == 0 and (b // d) * rows_per_example <= limit
-                or d == b)
-  out = jax.lax.map(lambda a: fn(*a),
-                    jax.tree.map(lambda x: x.reshape((blocks, b // blocks) + x.shape[1:]), args))
-  return jax.tree.map(lambda x: x.reshape((b,) + x.shape[2:]), out)
+  blocks = -(-b // size)
+
+  def split(x):
+    if blocks * size > b:
+      x = jnp.concatenate([x, jnp.repeat(x[-1:], blocks * size - b, axis=0)])
+    return x.reshape((blocks, size) + x.shape[1:])
+
+  out = jax.lax.map(lambda a: fn(*a), jax.tree.map(split, args))
+  return jax.tree.map(lambda x: x.reshape((blocks * size,) + x.shape[2:])[:b], out)

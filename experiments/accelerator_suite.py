@@ -44,12 +44,6 @@ def _peak_memory_mb():
   return None if peak is None else peak / 2**20
 
 
-def _first_call_s(fn):
-  t0 = time.perf_counter()
-  jax.block_until_ready(fn())
-  return time.perf_counter() - t0
-
-
 def device_info() -> Dict:
   dev = jax.devices()[0]
   return {"platform": dev.platform, "device_kind": dev.device_kind,
@@ -133,7 +127,7 @@ def pipelined_update_ms(bench, config, obs_dim: int, action_dim: int, iters: int
       config.agent.chunk_len * action_dim))
   keys = jax.random.split(jax.random.PRNGKey(1), 1)
   with updates.matmul_precision(config.train.matmul_precision):
-    _, online = updates.make_update_fns(lib.update)
+    _, online = updates.make_update_fns(lib.update, config.train.on_nonfinite == "skip")
     states, keys, _ = jax.block_until_ready(online(states, batch, keys))  # compiles
     started = time.perf_counter()
     for _ in range(iters):
@@ -268,7 +262,8 @@ def markdown(result: Dict) -> str:
            "minus the synthetic environment's own step: acting (a best-of-N' call every chunk), "
            "batch sampling and transfers, logging, waits; % of update + environment. The real "
            "cube-double environment's step on this host's CPU: " + (
-               f"{real:.2f} ms." if real is not None
+               "not measured (the suite stopped before it)." if "real_env_step_ms" not in result
+               else f"{real:.2f} ms." if real is not None
                else "not measured (ogbench is not installed here).")]
   return "\n".join(md) + "\n"
 

@@ -43,8 +43,10 @@ flags.DEFINE_bool("smoke", False, "The accelerator suite at tiny sizes (CPU, the
 flags.DEFINE_integer("obs_dim", 40, "Observation size of the random inputs (40, as every figure "
                      "in the README; the cube-double environment's is 37).")
 flags.DEFINE_integer("action_dim", 5, "Action size (OGBench manipulation: 5).")
-flags.DEFINE_list("overrides", [], "Config fields set in every measured config, e.g. "
-                  "train.batch_size=256,agent.num_target_samples=16 (values as Python literals).")
+flags.DEFINE_multi_string("overrides", [], "A config field set in every measured config, "
+                          "field=value, repeatable: --overrides=train.batch_size=256 "
+                          "--overrides=agent.actor_hidden=(256,256) (values as Python literals; "
+                          "anything else is a string).")
 FLAGS = flags.FLAGS
 
 
@@ -75,18 +77,25 @@ def random_batch(rng, batch_size, obs_dim, s):
 
 
 def get_config(method, preset, overrides=()):
-  """The method's config at `preset`, with `overrides` ("dotted.key=literal") applied."""
+  """The method's config at `preset`, with `overrides` ("dotted.key=value") applied."""
   module = __import__(f"experiments.configs.{method}", fromlist=["get_config"])
   config = module.get_config(preset)
   for item in overrides:
-    key, sep, value = item.partition("=")
-    node, *path = key.strip().split(".")
+    key, sep, text = item.partition("=")
+    *parents, name = key.strip().split(".")
     target = config
-    for name in [node] + path[:-1]:
-      target = target[name]
-    if not sep or not path or path[-1] not in target:
-      raise ValueError(f"--overrides: {item!r} is not field=value of a config field")
-    target[path[-1]] = ast.literal_eval(value.strip())
+    for parent in parents:
+      target = target.get(parent) if hasattr(target, "get") else None
+    if not sep or target is None or not hasattr(target, "get") or name not in target:
+      raise ValueError(f"--overrides={item}: not field=value of a config field")
+    try:
+      value = ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError):
+      value = text.strip()  # a bare word: a string (e.g. train.matmul_precision=bf16)
+    try:
+      target[name] = value
+    except TypeError as e:
+      raise ValueError(f"--overrides={item}: {e}") from e
   return config
 
 

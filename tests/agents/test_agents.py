@@ -274,9 +274,12 @@ def test_in_blocks_splits_examples_and_restores_the_batch(monkeypatch):
     return {"sum": a.sum(-1) + b, "twice": 2 * a}
 
   out = per_example.in_blocks(fn, 4, x, jnp.ones(10))  # 10 examples x 4 rows > 12
-  assert seen == [2]  # the largest block of whole examples under 12 rows that divides 10
+  assert seen == [3]  # blocks of 3 examples (12 rows); the last one padded
   np.testing.assert_array_equal(out["sum"], x.sum(-1) + 1)
   np.testing.assert_array_equal(out["twice"], 2 * x)
   seen.clear()
   per_example.in_blocks(fn, 1, x, jnp.ones(10))  # 10 rows: one call, no loop
   assert seen == [10]
+  seen.clear()
+  one = per_example.in_blocks(fn, 100, x[:1], jnp.ones(1))  # one example over the limit
+  assert seen == [1] and one["sum"].shape == (1,)

@@ -75,3 +75,15 @@ def test_suite_cut_short_keeps_the_tables_it_measured(tmp_path):
   md = (tmp_path / "accelerator.md").read_text()
   assert "NOT COMPLETE" in md and md.count("\n| dfp |") == 1
   assert "## DFP, S seeds vmapped (online update)\n\nnot measured" in md
+
+
+def test_overrides_set_config_fields_and_reject_unknown_ones():
+  from experiments import benchmark
+  config = benchmark.get_config("dfp", "quick", [
+      "train.batch_size=256", "agent.actor_hidden=(64, 64)", "train.matmul_precision=bf16",
+      "seed=3"])
+  assert config.train.batch_size == 256 and tuple(config.agent.actor_hidden) == (64, 64)
+  assert config.train.matmul_precision == "bf16" and config.seed == 3
+  for bad in ("train.nope=1", "agent.top_k", "nope.batch_size=2", "train.batch_size=(1, 2)"):
+    with pytest.raises(ValueError, match="--overrides="):
+      benchmark.get_config("dfp", "quick", [bad])
