@@ -14,7 +14,6 @@ Times one jitted call at a time (block_until_ready after each), after a
 warm-up call that compiles; inputs are random arrays of the task's sizes.
 """
 
-import ast
 import functools
 import os
 import platform
@@ -28,6 +27,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from dfp_jax import agents
+from experiments.configs import common
 
 flags.DEFINE_list("presets", ["cube-double-task2", "quick"], "Config presets to measure.")
 flags.DEFINE_integer("iters", 20, "Timed calls per measurement.")
@@ -79,24 +79,7 @@ def random_batch(rng, batch_size, obs_dim, s):
 def get_config(method, preset, overrides=()):
   """The method's config at `preset`, with `overrides` ("dotted.key=value") applied."""
   module = __import__(f"experiments.configs.{method}", fromlist=["get_config"])
-  config = module.get_config(preset)
-  for item in overrides:
-    key, sep, text = item.partition("=")
-    *parents, name = key.strip().split(".")
-    target = config
-    for parent in parents:
-      target = target.get(parent) if hasattr(target, "get") else None
-    if not sep or target is None or not hasattr(target, "get") or name not in target:
-      raise ValueError(f"--overrides={item}: not field=value of a config field")
-    try:
-      value = ast.literal_eval(text.strip())
-    except (ValueError, SyntaxError):
-      value = text.strip()  # a bare word: a string (e.g. train.matmul_precision=bf16)
-    try:
-      target[name] = value
-    except TypeError as e:
-      raise ValueError(f"--overrides={item}: {e}") from e
-  return config
+  return common.apply_overrides(module.get_config(preset), overrides)
 
 
 def measure(config, obs_dim, action_dim, iters):

@@ -13,6 +13,8 @@ quick's size, on scripted demonstrations generated on first use) and `smoke`
 (tests).
 """
 
+import ast
+
 import ml_collections
 from ml_collections import config_dict
 
@@ -170,3 +172,25 @@ def make(method: str, agent_config, preset: str, method_overrides=None, chunk_le
   c.update_from_flattened_dict(PRESET_OVERRIDES[preset])
   c.update_from_flattened_dict((method_overrides or {}).get(preset, {}))
   return c
+
+
+def apply_overrides(config, overrides):
+  """`config` with each "dotted.key=value" of `overrides` set (value a Python literal, else a
+  string); a field the config lacks, or a value of the wrong type, is a ValueError naming it."""
+  for item in overrides:
+    key, sep, text = item.partition("=")
+    *parents, name = key.strip().split(".")
+    target = config
+    for parent in parents:
+      target = target.get(parent) if hasattr(target, "get") else None
+    if not sep or target is None or not hasattr(target, "get") or name not in target:
+      raise ValueError(f"--overrides={item}: not field=value of a config field")
+    try:
+      value = ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError):
+      value = text.strip()  # a bare word: a string (e.g. train.matmul_precision=bf16)
+    try:
+      target[name] = value
+    except TypeError as e:
+      raise ValueError(f"--overrides={item}: {e}") from e
+  return config

@@ -78,12 +78,12 @@ def test_suite_cut_short_keeps_the_tables_it_measured(tmp_path):
 
 
 def test_overrides_set_config_fields_and_reject_unknown_ones():
-  from experiments import benchmark
-  config = benchmark.get_config("dfp", "quick", [
+  from experiments.configs import common, dfp
+  config = common.apply_overrides(dfp.get_config("quick"), [
       "train.batch_size=256", "agent.actor_hidden=(64, 64)", "train.matmul_precision=bf16",
       "seed=3"])
   assert config.train.batch_size == 256 and tuple(config.agent.actor_hidden) == (64, 64)
   assert config.train.matmul_precision == "bf16" and config.seed == 3
   for bad in ("train.nope=1", "agent.top_k", "nope.batch_size=2", "train.batch_size=(1, 2)"):
     with pytest.raises(ValueError, match="--overrides="):
-      benchmark.get_config("dfp", "quick", [bad])
+      common.apply_overrides(dfp.get_config("quick"), [bad])
