@@ -136,19 +136,22 @@ def pipelined_update_ms(bench, config, obs_dim: int, action_dim: int, iters: int
   return 1e3 * (time.perf_counter() - started) / iters
 
 
-def synthetic_env_step_ms(task: str, steps: int = 2000) -> float:
-  """ms per step of a synthetic environment with random actions (its own Python cost)."""
-  from dfp_jax.data import synthetic
-  env = synthetic.make_env(task)
+def _env_step_ms(env, steps: int) -> float:
+  """ms per step of `env` with uniform random actions, resetting at episode ends."""
   env.reset(seed=0)
   rng = np.random.default_rng(0)
-  actions = rng.uniform(-1, 1, (steps,) + env.action_space.shape)
   started = time.perf_counter()
-  for a in actions:
-    _, _, terminated, truncated, _ = env.step(a)
+  for _ in range(steps):
+    _, _, terminated, truncated, _ = env.step(rng.uniform(-1, 1, env.action_space.shape))
     if terminated or truncated:
       env.reset()
   return 1e3 * (time.perf_counter() - started) / steps
+
+
+def synthetic_env_step_ms(task: str, steps: int = 2000) -> float:
+  """ms per step of a synthetic environment with random actions (its own Python cost)."""
+  from dfp_jax.data import synthetic
+  return _env_step_ms(synthetic.make_env(task), steps)
 
 
 def trainer_table(bench, preset: str, smoke: bool, iters: int) -> List[Dict]:
@@ -202,14 +205,7 @@ def real_env_step_ms(task: str = "cube-double-play-singletask-task2-v0", steps: 
     env = ogbench_data.make_env(task)
   except Exception:  # noqa: BLE001  (ogbench or mujoco missing)
     return None
-  env.reset(seed=0)
-  rng = np.random.default_rng(0)
-  started = time.perf_counter()
-  for _ in range(steps):
-    _, _, terminated, truncated, _ = env.step(rng.uniform(-1, 1, env.action_space.shape))
-    if terminated or truncated:
-      env.reset()
-  ms = 1e3 * (time.perf_counter() - started) / steps
+  ms = _env_step_ms(env, steps)
   env.close()
   return ms
 
