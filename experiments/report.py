@@ -113,7 +113,9 @@ def read_run(d: str) -> Optional[Dict]:
 
   Keys: dir, config (dict), task, seed, offline_steps, online_steps, partial
   (no summary.json yet), offline / online / final (success fractions, NaN where
-  that phase has none), steps and success ([T] arrays of eval.csv, sorted by step).
+  that phase has none), settled (the phases whose number is final: all of them once
+  summary.json exists, offline too once a still-training run has online evaluations),
+  steps and success ([T] arrays of eval.csv, sorted by step).
   """
   with open(os.path.join(d, "config.json")) as f:
     config = json.load(f)
@@ -139,7 +141,9 @@ def read_run(d: str) -> Optional[Dict]:
           "seed": config.get("seed", summary.get("seed")),
           "offline_steps": config_value(config, "train.offline_steps") or 0,
           "online_steps": config_value(config, "train.online_steps") or 0,
-          "partial": not os.path.exists(summary_path)}
+          "partial": not os.path.exists(summary_path),
+          "settled": ({"offline", "online", "final"} if os.path.exists(summary_path)
+                      else {"offline"} if online.any() else set())}
 
 
 def find_runs(paths: Sequence[str]) -> List[Dict]:
@@ -211,6 +215,9 @@ def summarise(runs: Sequence[Dict], label_key: Keys = "method",
       row[f"{phase}_std"] = float(v.std()) if v.size else NAN
     row["seeds"] = " ".join(map(str, seeds))
     row["num_partial"] = sum(r["partial"] for r in rs)
+    # Per phase, how many of its values are not final yet (for the significance table).
+    row["unsettled"] = {phase: sum(phase not in r["settled"] and not math.isnan(r[phase])
+                                   for r in rs) for phase in ("offline", "online", "final")}
     row["values"] = {phase: [r[phase] for r in rs if not math.isnan(r[phase])]
                      for phase in ("offline", "online", "final")}  # per seed, for significance
     rows.append(row)
@@ -279,17 +286,18 @@ def format_significance(rows: Sequence[Dict]) -> str:
           "online": "success at the end of the online phase"}[phase]
   lines = [f"Difference in {what} to {ref} (percentage points), 95% confidence interval "
            "by Welch's t over seeds (unequal variances); n = seeds of the row / of "
-           f"{ref}; * = a side includes runs still training (their last evaluation so "
-           "far, not a final result).", "", "| label | task | difference | 95% CI | excludes 0 | n |",
+           f"{ref}; * = a side includes runs still training whose {what} is not final "
+           "yet (their last evaluation so far); – = a side has no value.", "", "| label | task | difference | 95% CI | excludes 0 | n |",
            "|---|---|---|---|---|---|"]
   refs = {r["task"]: r for r in rows if r["label"] == ref}
   for r in compared:
     ci = ("–" if math.isnan(r["ci95_low"])
           else f"[{100 * r['ci95_low']:+.1f}, {100 * r['ci95_high']:+.1f}]")
-    lines.append(f"| {r['label']} | {short_task(r['task'])} | {100 * r['diff_vs_reference']:+.1f} "
+    diff = "–" if math.isnan(r["diff_vs_reference"]) else f"{100 * r['diff_vs_reference']:+.1f}"
+    unsettled = r["unsettled"][phase] or refs[r["task"]]["unsettled"][phase]
+    lines.append(f"| {r['label']} | {short_task(r['task'])} | {diff} "
                  f"| {ci} | {r['excludes_zero'] or '–'} | {len(r['values'][phase])} / "
-                 f"{len(refs[r['task']]['values'][phase])}"
-                 f"{'*' if r['num_partial'] or refs[r['task']]['num_partial'] else ''} |")
+                 f"{len(refs[r['task']]['values'][phase])}{'*' if unsettled else ''} |")
   return "\n".join(lines) + "\n"
 
 

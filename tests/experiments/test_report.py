@@ -111,9 +111,21 @@ def test_partial_run_is_read_from_eval_csv(tmp_path, capsys):
   assert np.isclose(row["online_mean"], np.mean(on)) and row["num_partial"] == 1
   assert "(n=3)*" in report.format_markdown([row])
   # A difference against a still-training row is marked as not final either.
-  done = dict(row, label="ref", num_partial=0)
+  done = dict(row, label="ref", num_partial=0, unsettled=dict.fromkeys(row["unsettled"], 0))
   sig = report.format_significance(report.add_significance([done, row], "ref"))
   assert sig.splitlines()[-1].endswith("| 3 / 3* |"), sig
+  # ... but not at the end of offline, which seed 2 has passed: its offline number is final.
+  assert row["unsettled"] == {"offline": 0, "online": 1, "final": 1}
+  sig = report.format_significance(report.add_significance([done, row], "ref", "offline"))
+  assert sig.splitlines()[-1].endswith("| 3 / 3 |"), sig
+  # A run still in its offline phase leaves the offline number open.
+  write_run(tmp_path / "early" / "seed_0", "early", SINGLE, 0, [(100, 0.3, 0)], summary=False)
+  (early,) = report.summarise(report.find_runs([str(tmp_path / "early")]))
+  assert early["unsettled"] == {"offline": 1, "online": 0, "final": 1}
+  # A side with no value at the compared phase prints a dash, not +nan.
+  empty = dict(row, label="empty", values={**row["values"], "online": []})
+  sig = report.format_significance(report.add_significance([done, empty], "ref", "online"))
+  assert sig.splitlines()[-1].startswith("| empty | cube-single-task2 | – | – | – | 0 / 3"), sig
   # Curves use the steps every seed has, and say so on stderr.
   steps, mean, std = report.learning_curve(runs, "dfp")
   assert list(steps) == [100, 200, 300]
