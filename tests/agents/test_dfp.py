@@ -167,3 +167,29 @@ def test_lower_precision_matmuls_keep_the_update_finite_and_close_to_fp32(precis
   for new, ref in zip(jax.tree.leaves(new_agent.actor_params), jax.tree.leaves(ref_agent.actor_params)):
     assert np.all(np.isfinite(new))
     np.testing.assert_allclose(new, ref, rtol=5e-2, atol=1e-3)
+
+
+def test_offline_update_does_not_depend_on_use_topk():
+  """Top-K acts only online: DFP and DFP without top-K run the same offline update (so their
+  offline phases differ only where the number of vmapped seeds changes the rounding)."""
+  batch = _bandit_batch(np.random.default_rng(0), 64)
+  out = []
+  for use_topk in (True, False):
+    agent = dfp.create(_small_config(use_topk=use_topk), obs_dim=2, action_dim=1,
+                       key=jax.random.PRNGKey(0))
+    update = jax.jit(functools.partial(dfp.update, online=False))
+    for i in range(2):
+      agent, info = update(agent, batch, jax.random.PRNGKey(i))
+    out.append(jax.device_get((agent.actor_params, agent.critic_params, info)))
+  for x, y in zip(jax.tree.leaves(out[0]), jax.tree.leaves(out[1])):
+    np.testing.assert_array_equal(x, y)
+  # ... while online the flag changes it (the check above can tell the two configs apart).
+  online = []
+  for use_topk in (True, False):
+    agent = dfp.create(_small_config(use_topk=use_topk), obs_dim=2, action_dim=1,
+                       key=jax.random.PRNGKey(0))
+    agent, _ = jax.jit(functools.partial(dfp.update, online=True))(agent, batch,
+                                                                   jax.random.PRNGKey(0))
+    online.append(jax.device_get(agent.actor_params))
+  assert any(not np.array_equal(x, y)
+             for x, y in zip(jax.tree.leaves(online[0]), jax.tree.leaves(online[1])))
