@@ -119,15 +119,10 @@ def pipelined_update_ms(bench, config, obs_dim: int, action_dim: int, iters: int
   """ms per online update of one member as the trainer dispatches it (its jitted program, each
   call fed the last one's state, no wait in between), under the config's matmul precision."""
   from dfp_jax.train import updates
-  lib = agents.get(config.method)
-  states = jax.vmap(lambda k: lib.create(config.agent, obs_dim, action_dim, k))(
-      jax.random.split(jax.random.PRNGKey(0), 1))
-  batch = jax.tree.map(lambda x: x[None], bench.random_batch(
-      np.random.default_rng(0), config.train.batch_size, obs_dim,
-      config.agent.chunk_len * action_dim))
-  keys = jax.random.split(jax.random.PRNGKey(1), 1)
+  states, keys, batch = bench.members(config, obs_dim, action_dim, 1, 1)
   with updates.matmul_precision(config.train.matmul_precision):
-    _, online = updates.make_update_fns(lib.update, config.train.on_nonfinite == "skip")
+    _, online = updates.make_update_fns(agents.get(config.method).update,
+                                        config.train.on_nonfinite == "skip")
     states, keys, _ = jax.block_until_ready(online(states, batch, keys))  # compiles
     started = time.perf_counter()
     for _ in range(iters):

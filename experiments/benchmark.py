@@ -106,16 +106,24 @@ def measure(config, obs_dim, action_dim, iters):
   return row
 
 
+def members(config, obs_dim, action_dim, num_states, num_batches):
+  """(states, keys, batches): `num_states` fresh agents vmapped along a leading axis, their
+  update keys, and `num_batches` random minibatches stacked along one (on the host)."""
+  lib = agents.get(config.method)
+  keys = jax.random.split(jax.random.PRNGKey(0), num_states)
+  states = jax.vmap(lambda k: lib.create(config.agent, obs_dim, action_dim, k))(keys)
+  rng = np.random.default_rng(0)
+  batches = jax.tree.map(lambda *x: np.stack(x), *[jax.device_get(random_batch(
+      rng, config.train.batch_size, obs_dim, config.agent.chunk_len * action_dim))
+      for _ in range(num_batches)])
+  return states, keys, batches
+
+
 def measure_seeds(config, obs_dim, action_dim, num_seeds, iters):
   """ms per online update: S seeds in one vmapped call vs one seed alone."""
-  ac, batch_size = config.agent, config.train.batch_size
-  keys = jax.random.split(jax.random.PRNGKey(0), num_seeds)
-  lib = agents.get(config.method)
-  states = jax.vmap(lambda k: lib.create(ac, obs_dim, action_dim, k))(keys)
-  rng = np.random.default_rng(0)
-  batches = jax.tree.map(lambda *x: jnp.stack(x), *[
-      random_batch(rng, batch_size, obs_dim, ac.chunk_len * action_dim) for _ in range(num_seeds)])
-  update = jax.jit(jax.vmap(functools.partial(lib.update, online=True)))
+  states, _, batches = members(config, obs_dim, action_dim, num_seeds, num_seeds)
+  batches = jax.tree.map(jnp.asarray, batches)
+  update = jax.jit(jax.vmap(functools.partial(agents.get(config.method).update, online=True)))
   return time_calls(lambda a, k: update(a, batches, k)[0],
                     lambda i: (states, jax.random.split(jax.random.PRNGKey(i), num_seeds)), iters)
 
@@ -124,22 +132,15 @@ def measure_population(config, obs_dim, action_dim, num_members, iters):
   """(pop, data, ms per online update) of `num_members` DFP members over every device."""
   from dfp_jax import parallel
   from dfp_jax.train import updates
-  ac, batch_size = config.agent, config.train.batch_size
-  pop, data = parallel.mesh_shape(num_members, jax.device_count(), batch_size)
+  pop, data = parallel.mesh_shape(num_members, jax.device_count(), config.train.batch_size)
   place = parallel.Placement(num_members, parallel.population_mesh(pop, data)
                              if jax.device_count() > 1 else None)
-  lib = agents.get(config.method)
-  keys = jax.random.split(jax.random.PRNGKey(0), place.padded)
-  states = jax.vmap(lambda k: lib.create(ac, obs_dim, action_dim, k))(keys)
+  states, keys, batches = members(config, obs_dim, action_dim, place.padded, num_members)
   if place.mesh is not None:
     states, keys = parallel.to_global(jax.device_get((states, keys)), place.mesh,
                                       parallel.P(parallel.POP_AXIS))
-  rng = np.random.default_rng(0)
-  batches = jax.tree.map(lambda *x: np.stack(x), *[
-      jax.device_get(random_batch(rng, batch_size, obs_dim, ac.chunk_len * action_dim))
-      for _ in range(num_members)])
   batches = place.to_device(batches)
-  _, online = updates.make_update_fns(lib.update, mesh=place.mesh)
+  _, online = updates.make_update_fns(agents.get(config.method).update, mesh=place.mesh)
   ms = time_calls(lambda a, k: online(a, batches, k)[0], lambda i: (states, keys), iters)
   return pop, data, ms
 
