@@ -286,8 +286,8 @@ def format_significance(rows: Sequence[Dict]) -> str:
           "online": "success at the end of the online phase"}[phase]
   lines = [f"Difference in {what} to {ref} (percentage points), 95% confidence interval "
            "by Welch's t over seeds (unequal variances); n = seeds of the row / of "
-           f"{ref}; * = a side includes runs still training whose {what} is not final "
-           "yet (their last evaluation so far); – = a side has no value.", "", "| label | task | difference | 95% CI | excludes 0 | n |",
+           f"{ref}; * = a side includes runs still training that have not reached this "
+           "point yet (their last evaluation so far); – = a side has no value.", "", "| label | task | difference | 95% CI | excludes 0 | n |",
            "|---|---|---|---|---|---|"]
   refs = {r["task"]: r for r in rows if r["label"] == ref}
   for r in compared:
