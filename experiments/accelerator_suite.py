@@ -120,6 +120,7 @@ def pipelined_update_ms(bench, config, obs_dim: int, action_dim: int, iters: int
   call fed the last one's state, no wait in between), under the config's matmul precision."""
   from dfp_jax.train import updates
   states, keys, batch = bench.members(config, obs_dim, action_dim, 1, 1)
+  batch = jax.device_put(batch)  # on the device, as the loop's minibatch is when it dispatches
   with updates.matmul_precision(config.train.matmul_precision):
     _, online = updates.make_update_fns(agents.get(config.method).update,
                                         config.train.on_nonfinite == "skip")

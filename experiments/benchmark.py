@@ -155,12 +155,12 @@ def measure_checkpoint(config, obs_dim, action_dim, num_seeds, directory):
   rng = np.random.default_rng(0)
   n = config.train.online_steps
   widths = {"observations": obs_dim, "next_observations": obs_dim, "actions": action_dim}
-  members = {s: ({"buffer": {
+  member_data = {s: ({"buffer": {
       **{k: rng.standard_normal((n, widths.get(k, 1)), np.float32) for k in FIELDS},
       "counters": np.array([n])}}, {}) for s in range(num_seeds)}
   ckpt = checkpoint.Checkpointer(directory, max_to_keep=1)
   t0 = time.perf_counter()
-  ckpt.save(1, {"agent": states, "keys": keys}, members, {"step": 1})
+  ckpt.save(1, {"agent": states, "keys": keys}, member_data, {"step": 1})
   returned = time.perf_counter() - t0
   ckpt.wait()
   written = time.perf_counter() - t0

@@ -114,7 +114,8 @@ def read_run(d: str) -> Optional[Dict]:
   Keys: dir, config (dict), task, seed, offline_steps, online_steps, partial
   (no summary.json yet), offline / online / final (success fractions, NaN where
   that phase has none), settled (the phases whose number is final: all of them once
-  summary.json exists, offline too once a still-training run has online evaluations),
+  summary.json exists, offline too once a still-training run has evaluated at the end of
+  offline),
   steps and success ([T] arrays of eval.csv, sorted by step).
   """
   with open(os.path.join(d, "config.json")) as f:
@@ -134,16 +135,19 @@ def read_run(d: str) -> Optional[Dict]:
     summary = {"offline_success": success[~online][-1] if (~online).any() else NAN,
                "online_success": success[online][-1] if online.any() else NAN,
                "final_success": success[-1]}
+  # The trainer evaluates at the end of offline before any online evaluation.
+  offline_steps = config_value(config, "train.offline_steps") or 0
+  offline_done = online.any() or bool((~online).any() and steps[~online].max() >= offline_steps)
   run = {p: NAN if summary.get(f"{p}_success") is None else float(summary[f"{p}_success"])
          for p in ("offline", "online", "final")}
   return {**run, "dir": d, "config": config, "steps": steps, "success": success,
           "task": config_value(config, "env.task") or summary.get("task", "unknown"),
           "seed": config.get("seed", summary.get("seed")),
-          "offline_steps": config_value(config, "train.offline_steps") or 0,
+          "offline_steps": offline_steps,
           "online_steps": config_value(config, "train.online_steps") or 0,
           "partial": not os.path.exists(summary_path),
           "settled": ({"offline", "online", "final"} if os.path.exists(summary_path)
-                      else {"offline"} if online.any() else set())}
+                      else {"offline"} if offline_done else set())}
 
 
 def find_runs(paths: Sequence[str]) -> List[Dict]:

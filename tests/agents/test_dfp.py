@@ -170,8 +170,8 @@ def test_lower_precision_matmuls_keep_the_update_finite_and_close_to_fp32(precis
 
 
 def test_offline_update_does_not_depend_on_use_topk():
-  """Top-K acts only online: DFP and DFP without top-K run the same offline update (so their
-  offline phases differ only where the number of vmapped seeds changes the rounding)."""
+  """Top-K acts only online: DFP and DFP without top-K run the same offline update, bit for bit
+  (their `quick` runs' offline phases still differ: README, comparison on `quick`)."""
   batch = _bandit_batch(np.random.default_rng(0), 64)
   out = []
   for use_topk in (True, False):
@@ -183,13 +183,15 @@ def test_offline_update_does_not_depend_on_use_topk():
     out.append(jax.device_get((agent.actor_params, agent.critic_params, info)))
   for x, y in zip(jax.tree.leaves(out[0]), jax.tree.leaves(out[1])):
     np.testing.assert_array_equal(x, y)
-  # ... while online the flag changes it (the check above can tell the two configs apart).
-  online = []
-  for use_topk in (True, False):
-    agent = dfp.create(_small_config(use_topk=use_topk), obs_dim=2, action_dim=1,
-                       key=jax.random.PRNGKey(0))
-    agent, _ = jax.jit(functools.partial(dfp.update, online=True))(agent, batch,
-                                                                   jax.random.PRNGKey(0))
-    online.append(jax.device_get(agent.actor_params))
-  assert any(not np.array_equal(x, y)
-             for x, y in zip(jax.tree.leaves(online[0]), jax.tree.leaves(online[1])))
+  # ... while online, or offline with topk_offline (the offline-RL preset), the flag changes
+  # it: the check above can tell the two configs apart.
+  for online, extra in ((True, {}), (False, {"topk_offline": True})):
+    actors = []
+    for use_topk in (True, False):
+      agent = dfp.create(_small_config(use_topk=use_topk, **extra), obs_dim=2, action_dim=1,
+                         key=jax.random.PRNGKey(0))
+      agent, _ = jax.jit(functools.partial(dfp.update, online=online))(agent, batch,
+                                                                       jax.random.PRNGKey(0))
+      actors.append(jax.device_get(agent.actor_params))
+    assert any(not np.array_equal(x, y)
+               for x, y in zip(jax.tree.leaves(actors[0]), jax.tree.leaves(actors[1]))), extra

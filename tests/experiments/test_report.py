@@ -90,6 +90,8 @@ def test_table_matches_numpy(sweep, tmp_path):
   fql_avg = (np.mean(OFF["fql", SINGLE]) + np.mean(OFF["fql", DOUBLE])) / 2
   assert f"| {100 * fql_avg:.1f} → " in md.splitlines()[-1]
   assert "*" not in md.split("\n", 1)[1]  # no run is partial
+  sig = report.format_significance(report.add_significance(report.summarise(runs), "fql"))
+  assert sig.count("| dfp |") == 2 and "*" not in sig.split("\n", 1)[1], sig
   # --tasks_order takes short or full names.
   md = report.format_markdown(report.summarise(runs), ["cube-single-task2"])
   assert "| label | cube-single-task2 | cube-double-task2 | avg |" in md
@@ -122,10 +124,16 @@ def test_partial_run_is_read_from_eval_csv(tmp_path, capsys):
   write_run(tmp_path / "early" / "seed_0", "early", SINGLE, 0, [(100, 0.3, 0)], summary=False)
   (early,) = report.summarise(report.find_runs([str(tmp_path / "early")]))
   assert early["unsettled"] == {"offline": 1, "online": 0, "final": 1}
+  # ... and settles it with its end-of-offline evaluation, before any online one.
+  write_run(tmp_path / "ended" / "seed_0", "ended", SINGLE, 0, [(100, 0.3, 0), (200, 0.4, 0)],
+            summary=False)
+  (ended,) = report.summarise(report.find_runs([str(tmp_path / "ended")]))
+  assert ended["unsettled"] == {"offline": 0, "online": 0, "final": 1}
   # A side with no value at the compared phase prints a dash, not +nan.
-  empty = dict(row, label="empty", values={**row["values"], "online": []})
+  empty = dict(row, label="empty", values={**row["values"], "online": []},
+               unsettled={**row["unsettled"], "online": 0})
   sig = report.format_significance(report.add_significance([done, empty], "ref", "online"))
-  assert sig.splitlines()[-1].startswith("| empty | cube-single-task2 | – | – | – | 0 / 3"), sig
+  assert sig.splitlines()[-1] == "| empty | cube-single-task2 | – | – | – | 0 / 3 |", sig
   # Curves use the steps every seed has, and say so on stderr.
   steps, mean, std = report.learning_curve(runs, "dfp")
   assert list(steps) == [100, 200, 300]
