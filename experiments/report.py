@@ -53,7 +53,7 @@ Keys = Union[str, Sequence[str]]  # "method,agent.top_k" or ["method", "agent.to
 CSV_COLUMNS = ["label", "task", "num_seeds", "offline_mean", "offline_std", "online_mean",
                "online_std", "final_mean", "final_std", "seeds", "num_partial"]
 SIGNIFICANCE_COLUMNS = ["reference", "compared_phase", "diff_vs_reference", "ci95_low",
-                        "ci95_high", "excludes_zero"]
+                        "ci95_high", "excludes_zero", "not_final"]
 NAN = float("nan")
 
 
@@ -264,7 +264,9 @@ def add_significance(rows: Sequence[Dict], reference: str, phase: str = "final")
       diff, low, high = welch_interval(r["values"][phase], ref["values"][phase])
       r.update(reference=reference, compared_phase=phase, diff_vs_reference=diff,
                ci95_low=low, ci95_high=high,
-               excludes_zero="" if math.isnan(low) else ("yes" if low > 0 or high < 0 else "no"))
+               excludes_zero="" if math.isnan(low) else ("yes" if low > 0 or high < 0 else "no"),
+               # A side includes runs still training that have not reached `phase` yet.
+               not_final="yes" if r["unsettled"][phase] or ref["unsettled"][phase] else "no")
     out.append(r)
   return out
 
@@ -298,10 +300,9 @@ def format_significance(rows: Sequence[Dict]) -> str:
     ci = ("–" if math.isnan(r["ci95_low"])
           else f"[{100 * r['ci95_low']:+.1f}, {100 * r['ci95_high']:+.1f}]")
     diff = "–" if math.isnan(r["diff_vs_reference"]) else f"{100 * r['diff_vs_reference']:+.1f}"
-    unsettled = r["unsettled"][phase] or refs[r["task"]]["unsettled"][phase]
     lines.append(f"| {r['label']} | {short_task(r['task'])} | {diff} "
                  f"| {ci} | {r['excludes_zero'] or '–'} | {len(r['values'][phase])} / "
-                 f"{len(refs[r['task']]['values'][phase])}{'*' if unsettled else ''} |")
+                 f"{len(refs[r['task']]['values'][phase])}{'*' if r['not_final'] == 'yes' else ''} |")
   return "\n".join(lines) + "\n"
 
 

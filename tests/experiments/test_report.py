@@ -114,8 +114,11 @@ def test_partial_run_is_read_from_eval_csv(tmp_path, capsys):
   assert "(n=3)*" in report.format_markdown([row])
   # A difference against a still-training row is marked as not final either.
   done = dict(row, label="ref", num_partial=0, unsettled=dict.fromkeys(row["unsettled"], 0))
-  sig = report.format_significance(report.add_significance([done, row], "ref"))
+  compared = report.add_significance([done, row], "ref")
+  sig = report.format_significance(compared)
   assert sig.splitlines()[-1].endswith("| 3 / 3* |"), sig
+  _, csv_path = report.write_table(compared, str(tmp_path / "table"))
+  assert _read_results(csv_path)["dfp", SINGLE]["not_final"] == "yes"  # the CSV says it too
   # ... but not at the end of offline, which seed 2 has passed: its offline number is final.
   assert row["unsettled"] == {"offline": 0, "online": 1, "final": 1}
   sig = report.format_significance(report.add_significance([done, row], "ref", "offline"))
@@ -243,6 +246,7 @@ def test_reference_adds_a_significance_table(sweep, tmp_path):
   md, csv_path = report.write_table(rows, str(tmp_path))
   table = _read_results(csv_path)
   assert table["fql", SINGLE]["excludes_zero"] == "yes"
+  assert table["fql", SINGLE]["not_final"] == "no"  # every run finished
   assert float(table["fql", SINGLE]["ci95_low"]) < float(table["fql", SINGLE]["ci95_high"]) < 0
   with pytest.raises(ValueError, match="no row label"):
     report.add_significance(rows, "nope")
