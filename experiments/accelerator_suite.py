@@ -201,9 +201,10 @@ def real_env_step_ms(task: str = "cube-double-play-singletask-task2-v0", steps: 
     env = ogbench_data.make_env(task)
   except Exception:  # noqa: BLE001  (ogbench or mujoco missing)
     return None
-  ms = _env_step_ms(env, steps)
-  env.close()
-  return ms
+  try:
+    return _env_step_ms(env, steps)
+  finally:
+    env.close()
 
 
 def _md_table(rows: List[Dict], cols: List[str]) -> str:

@@ -128,7 +128,8 @@ def read_run(d: str) -> Optional[Dict]:
   success = ev["success"][::-1][idx]
   online = ev.get("online", np.zeros_like(ev["step"]))[::-1][idx] > 0
   summary_path = os.path.join(d, "summary.json")
-  if os.path.exists(summary_path):
+  finished = os.path.exists(summary_path)
+  if finished:
     with open(summary_path) as f:
       summary = json.load(f)
   else:
@@ -145,8 +146,8 @@ def read_run(d: str) -> Optional[Dict]:
           "seed": config.get("seed", summary.get("seed")),
           "offline_steps": offline_steps,
           "online_steps": config_value(config, "train.online_steps") or 0,
-          "partial": not os.path.exists(summary_path),
-          "settled": ({"offline", "online", "final"} if os.path.exists(summary_path)
+          "partial": not finished,
+          "settled": ({"offline", "online", "final"} if finished
                       else {"offline"} if offline_done else set())}
 
 
