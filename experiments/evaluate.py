@@ -27,7 +27,8 @@ from absl import app, flags, logging
 from dfp_jax import agents, fileio, video
 from dfp_jax.data import DatasetError, tasks
 from dfp_jax.train import checkpoint, updates
-from dfp_jax.train.envs import SeedEnvs
+from dfp_jax.train.env_pool import EnvWorkerError, usable_cores
+from dfp_jax.train.envs import MemberEnvs, default_eval_envs
 from experiments.configs import common
 
 flags.DEFINE_string("workdir", None, "The run's directory (the one holding checkpoints/).")
@@ -39,6 +40,8 @@ flags.DEFINE_integer("seed", None, "Evaluate only the members with this seed.")
 flags.DEFINE_bool("sheet", False, "Also write one PNG strip of frames per video.")
 flags.DEFINE_integer("size", 256, "Video frame width and height in pixels.")
 flags.DEFINE_integer("stride", 1, "Render every n-th environment step.")
+flags.DEFINE_integer("env_workers", None, "Environment worker processes (default: the usable "
+                     "cores; 0: step in this process).")
 flags.DEFINE_string("dataset_dir", None, "Override env.dataset_dir (Robomimic environments are "
                     "built from their dataset file).")
 FLAGS = flags.FLAGS
@@ -118,8 +121,10 @@ def member_seed(name: str) -> int:
 
 
 def evaluate(workdir, step=None, episodes=50, videos=0, out=None, seed=None, sheet=False,
-             size=256, stride=1, dataset_dir=None):
+             size=256, stride=1, dataset_dir=None, workers=None):
   """Evaluate the members of a run's checkpoint; returns the results dict written to JSON."""
+  if workers is not None and workers < 0:
+    raise ValueError(f"--env_workers={workers}: must be >= 0 (0: step in this process)")
   if episodes < 1 or videos < 0 or videos > episodes:
     raise ValueError(f"need 1 <= --episodes and 0 <= --videos <= --episodes "
                      f"(got {episodes}, {videos})")
@@ -134,19 +139,23 @@ def evaluate(workdir, step=None, episodes=50, videos=0, out=None, seed=None, she
   pick = np.array(rows)
   agent_states = jax.tree.map(lambda x: x[pick], agent_states)
   seeds = [member_seed(members[i]) for i in rows]
-  envs = SeedEnvs(functools.partial(tasks.make_env, config.env), seeds, config.agent.chunk_len,
-                  updates.make_act_fn(agents.get(config.method)))
+  method = agents.get(config.method)
+  workers = usable_cores() if workers is None else workers
+  envs = MemberEnvs(functools.partial(tasks.make_env, config.env), seeds, config.agent.chunk_len,
+                    updates.make_act_fn(method), eval_act_fn=updates.make_eval_act_fn(method),
+                    workers=workers, eval_envs=default_eval_envs(episodes, len(seeds), workers))
   out = out or os.path.join(workdir, "evaluate", f"step_{step}")
   recorder = video.Recorder(range(len(rows)), videos, size, stride) if videos else None
   try:
     with updates.matmul_precision(config.train.get("matmul_precision", "default")):
-      results, _ = envs.evaluate(agent_states, eval_keys[pick], episodes,
-                                 config.train.eval_seed, recorder)
+      results, _, per_episode = envs.evaluate(agent_states, eval_keys[pick], episodes,
+                                              config.train.eval_seed, recorder)
     report = {"workdir": fileio.absolute(workdir), "step": step, "task": config.env.task,
               "method": config.method, "episodes": episodes,
               "eval_seed": config.train.eval_seed, "members": []}
     for s, (i, res) in enumerate(zip(rows, results)):
-      entry = {"member": members[i], "seed": seeds[s], **res}
+      entry = {"member": members[i], "seed": seeds[s], **res,
+               "per_episode": {k: v[s].tolist() for k, v in per_episode.items()}}
       if recorder is not None:
         dest = os.path.join(out, members[i])
         with fileio.staged(dest) as local:  # ffmpeg writes a local file; uploaded for a URL
@@ -157,8 +166,7 @@ def evaluate(workdir, step=None, episodes=50, videos=0, out=None, seed=None, she
   finally:
     if recorder is not None:
       recorder.close()
-    for env in envs.envs:
-      env.close()
+    envs.close()
   fileio.makedirs(out)
   fileio.write_text(os.path.join(out, "results.json"), json.dumps(report, indent=2))
   return report
@@ -173,8 +181,9 @@ def main(argv):
     sys.exit("error: --workdir is required (the directory holding the run's checkpoints/)")
   try:
     report = evaluate(FLAGS.workdir, FLAGS.step, FLAGS.episodes, FLAGS.videos, FLAGS.out,
-                      FLAGS.seed, FLAGS.sheet, FLAGS.size, FLAGS.stride, FLAGS.dataset_dir)
-  except (ValueError, DatasetError, checkpoint.CheckpointError) as e:
+                      FLAGS.seed, FLAGS.sheet, FLAGS.size, FLAGS.stride, FLAGS.dataset_dir,
+                      FLAGS.env_workers)
+  except (ValueError, DatasetError, checkpoint.CheckpointError, EnvWorkerError) as e:
     sys.exit(f"error: {e}")
   out = FLAGS.out or os.path.join(FLAGS.workdir, "evaluate", f"step_{report['step']}")
   print(f"{report['task']} step {report['step']}, {report['episodes']} episodes each:")

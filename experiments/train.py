@@ -296,7 +296,7 @@ def main(argv):
                                              seed_dirs=grouped, overwrite=FLAGS.overwrite,
                                              sweep=sweep, mesh=mesh, checkpoint_subdir=ckpt)
     except (ValueError, ogbench_data.DatasetError, trainer.NonFiniteError,
-            trainer.LockedError) as e:
+            trainer.LockedError, trainer.EnvironmentFailure) as e:
       sys.exit(f"error: {e}")
     except checkpoint.CheckpointError as e:
       write_failed(str(e))

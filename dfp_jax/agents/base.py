@@ -205,12 +205,14 @@ def apply_update(agent, batch, keys, *, actor_loss: Callable, sample: Callable,
 def act(agent, sample: Callable, obs, key, num_samples: Optional[int] = None):
   """Best of N' policy samples (`num_act_samples` unless given) under the critic.
 
-  sample as in `apply_update`; obs: [O] or [B, O] -> [S] or [B, S], in [-1, 1].
+  sample as in `apply_update`; obs: [O] or [B, O] -> [S] or [B, S], in [-1, 1]. `key` is one
+  PRNG key or, for [B, O], per-example keys [B, 2] (each state's samples from its own key).
   """
   num = agent.config.num_act_samples if num_samples is None else num_samples
   single = obs.ndim == 1
   obs = obs[None] if single else obs
-  chunk = best_of(agent, sample, obs, example_keys(key, obs.shape[0]), num)
+  keys = key if key.shape == (obs.shape[0], 2) else example_keys(key, obs.shape[0])
+  chunk = best_of(agent, sample, obs, keys, num)
   return chunk[0] if single else chunk
 
 

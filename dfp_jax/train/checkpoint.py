@@ -35,7 +35,8 @@ from dfp_jax import fileio, parallel
 # Config fields that do not change results: a run may resume with other values.
 RESUMABLE_FIELDS = ("train.progress_bar", "train.tensorboard", "train.checkpoint_interval",
                     "train.keep_checkpoints", "train.async_checkpointing",
-                    "train.video_episodes", "train.video_size", "train.wandb_project")
+                    "train.video_episodes", "train.video_size", "train.wandb_project",
+                    "train.env_workers", "train.eval_envs")
 
 
 class CheckpointError(Exception):

@@ -1,11 +1,20 @@
-"""One environment per member (seed), stepped together: open-loop action chunks, episodes,
-evaluation.
+"""The members' environments: one training environment per member, stepped together with
+open-loop action chunks, and batched evaluation.
 
-Acting is one vmapped best-of-N' call for every member whose chunk queue is
-empty; only those members consume a key, so each member's key stream is the
-one it would have alone. Every reset is seeded, so an episode in progress can
-be rebuilt from its reset seed and its actions so far (resuming a checkpoint).
-A process holds the environments of the members it owns (`Placement.rows`);
+Training: acting is one vmapped best-of-N' call for every member whose chunk
+queue is empty; only those members consume a key, so each member's key stream
+is the one it would have alone. Every reset is seeded, so an episode in
+progress can be rebuilt from its reset seed and its actions so far (resuming a
+checkpoint).
+
+Evaluation runs `eval_envs` episodes of every member side by side, with one act
+call per environment step for all of them. Episode j of member m acts with keys
+folded from (the member's evaluation key, j, chunk index), so what an episode
+does depends on neither `eval_envs` nor the workers.
+
+All environments live in one `env_pool.EnvPool`: in this process, or spread
+over `train.env_workers` worker processes (same transitions either way). A
+process holds the environments of the members it owns (`Placement.rows`);
 acting is a call on the whole population, which in a multi-process run every
 process makes at every step, so the calls stay collective.
 """
@@ -18,7 +27,8 @@ import numpy as np
 import jax
 
 from dfp_jax import parallel
-from dfp_jax.train.updates import select_keys, split_keys
+from dfp_jax.train.env_pool import EnvPool
+from dfp_jax.train.updates import EVAL_BLOCK, select_keys, split_keys
 
 
 def env_seed(seed: int, episode: int) -> int:
@@ -41,30 +51,61 @@ class Episodes:
                [[] for _ in range(num_seeds)], [0] * num_seeds, [[] for _ in range(num_seeds)])
 
 
-class SeedEnvs:
-  """`len(seeds)` environments of one task, one per member, and how the policy acts in them."""
+def default_eval_envs(eval_episodes: int, members: int, workers: int) -> int:
+  """Episodes run side by side per member when train.eval_envs is None: enough to keep the
+  workers busy (about 4 environments per worker, at least 16 in all), few enough that the
+  environments' memory stays small."""
+  return max(1, min(eval_episodes, max(16, 4 * workers) // max(members, 1)))
+
+
+class MemberEnvs:
+  """The environments of one task for the members this process holds, and how the policy
+  acts in them (module docstring).
+
+  Slots 0..L-1 of the pool are the members' training environments; the next L x eval_envs
+  run evaluation episodes. `act_fn(agents, obs [M, O], keys [M, 2]) -> chunks [M, h*A]`;
+  `eval_act_fn` as `updates.make_eval_act_fn`.
+  """
 
   def __init__(self, make_env: Callable, seeds: Sequence[int], chunk_len: int, act_fn: Callable,
-               placement: Optional[parallel.Placement] = None):
-    self.envs = [make_env() for _ in seeds]
+               placement: Optional[parallel.Placement] = None, *,
+               eval_act_fn: Optional[Callable] = None, workers: int = 0, eval_envs: int = 1):
     self.seeds = list(seeds)
     self.chunk_len = chunk_len
-    self.act_fn = act_fn  # (agents, obs [M, O], keys [M, 2]) -> chunks [M, h * A]
+    self.act_fn, self.eval_act_fn = act_fn, eval_act_fn
     self.placement = placement or parallel.Placement(len(self.seeds))
+    self.eval_envs = max(1, eval_envs)
+    self._make_env = make_env
+    first = make_env()
+    self.observation_space, self.action_space = first.observation_space, first.action_space
+    num = len(self.seeds)
+    self.pool = EnvPool(make_env, num * (1 + self.eval_envs), workers, self.observation_space,
+                        self.action_space, first=first)
+    self._local = self.pool if self.pool.workers == 0 else None  # for evaluations with videos
     # Several processes: act at every step (a collective), whether or not a member needs to.
     self._always_act = jax.process_count() > 1
 
   @property
   def obs_dim(self) -> int:
-    return self.envs[0].observation_space.shape[0]
+    return self.observation_space.shape[0]
 
   @property
   def action_dim(self) -> int:
-    return self.envs[0].action_space.shape[0]
+    return self.action_space.shape[0]
+
+  def members_of(self, slots: Sequence[int]) -> List[int]:
+    """The members (positions in `seeds`) whose environments are these pool slots."""
+    num = len(self.seeds)
+    return sorted({s if s < num else (s - num) // self.eval_envs for s in slots})
+
+  def close(self):
+    self.pool.close()
+    if self._local is not None and self._local is not self.pool:
+      self._local.close()
 
   def next_actions(self, agents, obs: Sequence[np.ndarray], keys, queues: List[List[np.ndarray]],
                    active: Sequence[bool]):
-    """Next action of every active seed, refilling empty queues; returns (actions, keys)."""
+    """Next action of every active member, refilling empty queues; returns (actions, keys)."""
     need = np.array([a and not q for a, q in zip(active, queues)])
     if need.any() or self._always_act:
       place = self.placement
@@ -78,28 +119,30 @@ class SeedEnvs:
 
   def start(self, episodes: Episodes):
     """The online phase's first episodes."""
-    episodes.obs = [env.reset(seed=env_seed(s, 0))[0] for env, s in zip(self.envs, self.seeds)]
+    obs = self.pool.reset({s: env_seed(seed, 0) for s, seed in enumerate(self.seeds)})
+    episodes.obs = [obs[s] for s in range(len(self.seeds))]
 
   def replay(self, episodes: Episodes) -> List[np.ndarray]:
     """Rebuild every environment mid-episode (seeded reset + the episode's actions so far)."""
-    obs = []
-    for env, seed, count, actions in zip(self.envs, self.seeds, episodes.count, episodes.actions):
-      o = env.reset(seed=env_seed(seed, count))[0]
-      for a in actions:
-        o = env.step(a)[0]
-      obs.append(o)
-    return obs
+    obs = self.pool.reset({s: env_seed(seed, count) for s, (seed, count)
+                           in enumerate(zip(self.seeds, episodes.count))})
+    for t in range(max([len(a) for a in episodes.actions] + [0])):
+      out = self.pool.step({s: a[t] for s, a in enumerate(episodes.actions) if t < len(a)})
+      obs.update({s: r[0] for s, r in out.items()})
+    return [obs[s] for s in range(len(self.seeds))]
 
   def step(self, agents, keys, episodes: Episodes, buffers) -> object:
-    """One environment step of every seed with the policy's next action; returns keys.
+    """One environment step of every member with the policy's next action; returns keys.
 
-    Each transition goes into that seed's replay buffer; a finished episode is
+    Each transition goes into that member's replay buffer; a finished episode is
     counted and the environment reset with the next episode's seed.
     """
-    actions, keys = self.next_actions(agents, episodes.obs, keys, episodes.queues,
-                                      [True] * len(self.envs))
-    for s, env in enumerate(self.envs):
-      next_obs, reward, terminated, truncated, info = env.step(actions[s])
+    num = len(self.seeds)
+    actions, keys = self.next_actions(agents, episodes.obs, keys, episodes.queues, [True] * num)
+    out = self.pool.step(dict(enumerate(actions)))
+    ended = {}
+    for s in range(num):
+      next_obs, reward, terminated, truncated, success = out[s]
       buffers[s].add({"observations": episodes.obs[s], "actions": actions[s], "rewards": reward,
                       "masks": 1.0 - float(terminated),
                       "terminals": float(terminated or truncated),
@@ -107,42 +150,92 @@ class SeedEnvs:
       episodes.obs[s] = next_obs
       episodes.actions[s].append(np.asarray(actions[s], np.float32))
       if terminated or truncated:
-        episodes.successes[s].append(float(info.get("success", 0.0)))
+        episodes.successes[s].append(success)
         episodes.count[s] += 1
-        episodes.obs[s] = env.reset(seed=env_seed(self.seeds[s], episodes.count[s]))[0]
+        ended[s] = env_seed(self.seeds[s], episodes.count[s])
         episodes.actions[s] = []
         episodes.queues[s] = []
+    for s, obs in self.pool.reset(ended).items():
+      episodes.obs[s] = obs
     return keys
 
   def evaluate(self, agents, keys, num_episodes: int, first_seed: int,
                watch: Optional[Callable] = None):
-    """Success rate, return and length per seed over the same seeded episodes.
+    """Success rate, return and length per member over the same seeded episodes
+    (episode j resets with seed first_seed + j).
 
     `watch(episode, member, env, info)`, if given, is called after each reset
-    (info None) and each step, e.g. to render frames (dfp_jax.video.Recorder).
-    Returns (list of per-seed dicts, keys).
+    (info None) and each step, e.g. to render frames (dfp_jax.video.Recorder);
+    such an evaluation runs in this process. Returns (list of per-member dicts,
+    keys, per-episode {"success", "return", "length"} arrays [L, num_episodes]).
     """
-    num = len(self.envs)
+    num, width = len(self.seeds), self.eval_envs
+    place = self.placement
+    pool, base = self.pool, num
+    if watch is not None and self.pool.workers:
+      if self._local is None:
+        self._local = EnvPool(self._make_env, num * width, 0, self.observation_space,
+                              self.action_space)
+      pool, base = self._local, 0
+    keys, this = split_keys(keys)
     stats = {k: np.zeros((num, num_episodes)) for k in ("success", "return", "length")}
-    for ep in range(num_episodes):
-      queues = [[] for _ in range(num)]
-      obs = [env.reset(seed=first_seed + ep)[0] for env in self.envs]
-      done = [False] * num
-      for s, env in enumerate(self.envs) if watch else ():
-        watch(ep, s, env, None)
-      while parallel.any_process(not all(done)) if self._always_act else not all(done):
-        actions, keys = self.next_actions(agents, obs, keys, queues, [not d for d in done])
-        for s, env in enumerate(self.envs):
-          if done[s]:
-            continue
-          obs[s], reward, terminated, truncated, info = env.step(actions[s])
-          if watch:
-            watch(ep, s, env, info)
-          stats["return"][s, ep] += float(reward)
-          stats["length"][s, ep] += 1
-          if terminated or truncated:
-            done[s] = True
-            stats["success"][s, ep] = float(info.get("success", 0.0))
+    padded = -(-width // EVAL_BLOCK) * EVAL_BLOCK
+    obs = np.zeros((num, padded, self.obs_dim), self.observation_space.dtype)
+    episode = np.full((num, padded), -1, np.int64)   # episode running in each slot (-1: none)
+    chunk = np.zeros((num, padded), np.int64)        # its chunks so far
+    queues = [[[] for _ in range(padded)] for _ in range(num)]
+    started = [0] * num
+
+    def slot(m, e):
+      return base + m * width + e
+
+    def start(m, e):
+      """The member's next episode in slot e, or none left."""
+      if started[m] >= num_episodes:
+        episode[m, e] = -1
+        return None
+      episode[m, e], chunk[m, e], queues[m][e] = started[m], 0, []
+      started[m] += 1
+      return slot(m, e), first_seed + episode[m, e]
+
+    def reset(pairs):
+      begun = {(m, e): start(m, e) for m, e in pairs}
+      first = pool.reset(dict(p for p in begun.values() if p is not None))
+      for (m, e), p in begun.items():
+        if p is not None:
+          obs[m, e] = first[p[0]]
+          if watch is not None:
+            watch(int(episode[m, e]), m, pool.env(p[0]), None)
+
+    reset([(m, e) for m in range(num) for e in range(width)])
+    while True:
+      live = episode >= 0
+      if not (parallel.any_process(bool(live.any())) if self._always_act else live.any()):
+        break
+      need = live & np.array([[not q for q in row] for row in queues])
+      if need.any() or self._always_act:
+        chunks = place.to_host(self.eval_act_fn(
+            agents, place.to_device(obs, per_example=False), this,
+            place.to_device(np.maximum(episode, 0).astype(np.int32), per_example=False),
+            place.to_device(chunk.astype(np.int32), per_example=False)))
+        for m, e in zip(*np.nonzero(need)):
+          queues[m][e] = list(chunks[m, e].reshape(self.chunk_len, self.action_dim))
+          chunk[m, e] += 1
+      running = list(zip(*np.nonzero(live)))
+      out = pool.step({slot(m, e): queues[m][e].pop(0) for m, e in running})
+      finished = []
+      for m, e in running:
+        o, reward, terminated, truncated, success = out[slot(m, e)]
+        j = episode[m, e]
+        obs[m, e] = o
+        if watch is not None:
+          watch(int(j), m, pool.env(slot(m, e)), {"success": success})
+        stats["return"][m, j] += reward
+        stats["length"][m, j] += 1
+        if terminated or truncated:
+          stats["success"][m, j] = success
+          finished.append((m, e))
+      reset(finished)
     results: List[Dict[str, float]] = [{k: float(v[s].mean()) for k, v in stats.items()}
                                        for s in range(num)]
-    return results, keys
+    return results, keys, stats

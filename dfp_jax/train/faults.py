@@ -21,6 +21,11 @@ class NonFiniteError(Exception):
   """A loss or the parameters became NaN/inf (train.on_nonfinite='stop')."""
 
 
+class EnvironmentFailure(Exception):
+  """An environment worker died or an environment raised; the run stopped (its last
+  checkpoint is intact)."""
+
+
 class StopSignals:
   """Context manager: SIGTERM/SIGINT set `.signum` so the loop can save and stop cleanly.
 

@@ -28,14 +28,17 @@ from dfp_jax.data import tasks
 from dfp_jax.train import checkpoint, phases, population, updates, validation
 from dfp_jax.train import workdir as workdir_lib
 from dfp_jax.train import state as state_lib
-from dfp_jax.train.envs import SeedEnvs
-from dfp_jax.train.faults import FaultWatch, Interrupted, NonFiniteError, StopSignals
+from dfp_jax.train.env_pool import EnvWorkerError, usable_cores
+from dfp_jax.train.envs import MemberEnvs, default_eval_envs
+from dfp_jax.train.faults import (EnvironmentFailure, FaultWatch, Interrupted, NonFiniteError,
+                                 StopSignals)
 from dfp_jax.train.lock import LockedError
 from dfp_jax.train.metrics import plot_learning_curve
 from dfp_jax.train.run import OfflineData, Outputs, Run, make_buffers
 from dfp_jax.train.state import RunState
 
-__all__ = ["train_and_evaluate", "Interrupted", "LockedError", "NonFiniteError"]
+__all__ = ["train_and_evaluate", "EnvironmentFailure", "Interrupted", "LockedError",
+           "NonFiniteError"]
 
 
 def _placement(config, num_members: int, requested_mesh, multi_host: bool):
@@ -94,7 +97,11 @@ def _resume(run_parts, state: RunState, meta, is_main: bool):
   if is_main:
     print(f"resuming {layout.workdir} from its checkpoint at step {state.step}")
   if state.step > tc.offline_steps:
-    state.episodes.obs = envs.replay(state.episodes)
+    try:
+      state.episodes.obs = envs.replay(state.episodes)
+    except EnvWorkerError as e:
+      raise EnvironmentFailure(f"{e} rebuilding the environments of the checkpoint at step "
+                               f"{state.step}") from None
     gap = max(float(np.max(np.abs(o - saved))) for o, saved in zip(state.episodes.obs, saved_obs))
     if gap > 1e-5:
       print(f"warning: replayed environments differ from the checkpoint's by {gap:.2e}; "
@@ -123,36 +130,41 @@ def setup(config, layout, mode: str, is_main: bool, mesh=None):
   method = agents.get(config.method)
   place = _placement(config, len(layout.members), mesh, multi_host)
   seeds = [layout.members[i].seed for i in place.rows]
-  act_fn = updates.make_act_fn(method)
-  make_env = functools.partial(tasks.make_env, config.env)
-  envs = SeedEnvs(make_env, seeds, ac.chunk_len, act_fn, place)
-  eval_envs = SeedEnvs(make_env, seeds, ac.chunk_len, act_fn, place)
-  state = _fresh_state(method, config, layout, place, envs.obs_dim, envs.action_dim)
-  offline_update, online_update = updates.make_update_fns(
-      method.update, tc.on_nonfinite == "skip", place.mesh)
-  ckpt = (checkpoint.Checkpointer(layout.ckpt_dir, tc.keep_checkpoints, tc.async_checkpointing)
-          if tc.checkpoint_interval > 0 or mode == "resume" else None)
-  meta = _check_resumable(ckpt, layout) if mode == "resume" else None
-  if meta is not None:
-    state.fingerprints = meta["fingerprints"]
-  data = OfflineData(config.env, tc.offline_steps)
-  state.buffers = make_buffers(data.load(meta["step"] if meta else 0, state.fingerprints),
-                               len(place.rows), tc)
-  if meta is not None:
-    state = _resume((ckpt, layout, place, envs, tc), state, meta, is_main)
-  layout.write_configs(place.writes)
-  outputs = Outputs([layout.run_dirs[i] for i in place.writes],
-                    [place.rows.index(i) for i in place.writes], tc,
-                    state.step if mode == "resume" else None, state.step, is_main)
-  watch = FaultWatch(tc.on_nonfinite == "skip",
-                     _fault_handler(ckpt, layout.ckpt_dir, [layout.members[i] for i in place.rows]),
-                     place.to_host)
-  watch.skipped = state.skipped
-  run = Run(config, layout, envs, eval_envs, offline_update, online_update,
-            jax.jit(jax.vmap(method.start_online)), place,
-            [layout.member_config(i).agent.discount for i in place.rows], data, ckpt, outputs,
-            watch, StopSignals(), is_main, multi_host, time.time())
-  return run, state
+  workers = usable_cores() if tc.get("env_workers") is None else tc.env_workers
+  width = tc.get("eval_envs") or default_eval_envs(tc.eval_episodes, len(seeds), workers)
+  envs = MemberEnvs(functools.partial(tasks.make_env, config.env), seeds, ac.chunk_len,
+                    updates.make_act_fn(method), place, eval_act_fn=updates.make_eval_act_fn(method),
+                    workers=workers, eval_envs=min(width, max(tc.eval_episodes, 1)))
+  try:  # the environment workers stop if the rest fails
+    state = _fresh_state(method, config, layout, place, envs.obs_dim, envs.action_dim)
+    offline_update, online_update = updates.make_update_fns(
+        method.update, tc.on_nonfinite == "skip", place.mesh)
+    ckpt = (checkpoint.Checkpointer(layout.ckpt_dir, tc.keep_checkpoints, tc.async_checkpointing)
+            if tc.checkpoint_interval > 0 or mode == "resume" else None)
+    meta = _check_resumable(ckpt, layout) if mode == "resume" else None
+    if meta is not None:
+      state.fingerprints = meta["fingerprints"]
+    data = OfflineData(config.env, tc.offline_steps)
+    state.buffers = make_buffers(data.load(meta["step"] if meta else 0, state.fingerprints),
+                                 len(place.rows), tc)
+    if meta is not None:
+      state = _resume((ckpt, layout, place, envs, tc), state, meta, is_main)
+    layout.write_configs(place.writes)
+    outputs = Outputs([layout.run_dirs[i] for i in place.writes],
+                      [place.rows.index(i) for i in place.writes], tc,
+                      state.step if mode == "resume" else None, state.step, is_main)
+    watch = FaultWatch(tc.on_nonfinite == "skip",
+                       _fault_handler(ckpt, layout.ckpt_dir, [layout.members[i] for i in place.rows]),
+                       place.to_host)
+    watch.skipped = state.skipped
+    run = Run(config, layout, envs, offline_update, online_update,
+              jax.jit(jax.vmap(method.start_online)), place,
+              [layout.member_config(i).agent.discount for i in place.rows], data, ckpt, outputs,
+              watch, StopSignals(), is_main, multi_host, time.time())
+    return run, state
+  except BaseException:
+    envs.close()
+    raise
 
 
 def _finish(run: Run, state: RunState) -> List[Dict]:

@@ -7,6 +7,7 @@ parts and its state, and return the state. Whether to log, evaluate or save
 is decided in one place, `due`.
 """
 
+import contextlib
 import signal
 import time
 from typing import Dict, List, Optional
@@ -16,7 +17,8 @@ import numpy as np
 
 from dfp_jax import parallel, video
 from dfp_jax.train import state as state_lib
-from dfp_jax.train.faults import Interrupted
+from dfp_jax.train.env_pool import EnvWorkerError
+from dfp_jax.train.faults import EnvironmentFailure, Interrupted
 from dfp_jax.train.metrics import to_scalars
 from dfp_jax.train.run import Run, make_buffers, sample_batch, stack
 from dfp_jax.train.state import RunState
@@ -61,15 +63,34 @@ def at_boundary(run: Run, state: RunState, prev: int, phase_end: bool):
                       f"{name} at step {step}: {where}; rerun the same command to resume")
 
 
+@contextlib.contextmanager
+def environment_failures(run: Run, doing: str, step: int):
+  """An EnvWorkerError as one EnvironmentFailure naming the members, the step and the
+  checkpoint to resume from."""
+  try:
+    yield
+  except EnvWorkerError as e:
+    members = [run.layout.members[run.placement.rows[s]].name
+               for s in run.envs.members_of(e.slots)]
+    whose = f" ({', '.join(members[:4])}{', ...' if len(members) > 4 else ''})" if members else ""
+    if run.ckpt is not None:
+      run.ckpt.wait()
+    good = run.ckpt.latest_step() if run.ckpt is not None else None
+    where = (f"the checkpoint at step {good} in {run.layout.ckpt_dir} is intact; rerun the same "
+             "command to resume" if good is not None else "there is no checkpoint yet")
+    raise EnvironmentFailure(f"{e}{whose} {doing} at step {step}; {where}") from None
+
+
 def evaluate(run: Run, state: RunState, phase: str):
   """Evaluate every seed on the same seeded episodes; log the rows."""
   tc = run.tc
   if tc.eval_episodes <= 0:
     return
   t0 = time.time()
-  with video.evaluation_videos(run, state.step) as watch:  # train.video_episodes
-    results, state.eval_keys = run.eval_envs.evaluate(state.agents, state.eval_keys,
-                                                      tc.eval_episodes, tc.eval_seed, watch)
+  with video.evaluation_videos(run, state.step) as watch, \
+      environment_failures(run, "in the evaluation", state.step):
+    results, state.eval_keys, _ = run.envs.evaluate(state.agents, state.eval_keys,
+                                                    tc.eval_episodes, tc.eval_seed, watch)
   for s, res in enumerate(results):
     res["eval_time_s"] = time.time() - t0
     res["online"] = float(phase == "online")
@@ -167,10 +188,12 @@ def online_phase(run: Run, state: RunState) -> RunState:
   run.outputs.bar.set_description("online")
   if state.step == tc.offline_steps:  # entering the phase (not resuming inside it)
     state.agents = run.start_online(state.agents)
-    run.envs.start(state.episodes)
+    with environment_failures(run, "starting the online phase", state.step):
+      run.envs.start(state.episodes)
   step_log, t_log = state.step - tc.offline_steps, time.time()
   for env_step in range(state.step - tc.offline_steps + 1, tc.online_steps + 1):
-    state.keys = run.envs.step(state.agents, state.keys, state.episodes, state.buffers)
+    with environment_failures(run, "stepping the environments", state.step + 1):
+      state.keys = run.envs.step(state.agents, state.keys, state.episodes, state.buffers)
     prev, state.step = state.step, tc.offline_steps + env_step
     if env_step >= tc.start_training:
       batch = run.placement.to_device(

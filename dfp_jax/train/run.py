@@ -9,7 +9,7 @@ from tqdm.auto import tqdm
 from dfp_jax.data import tasks
 from dfp_jax.data.replay import ReplayBuffer
 from dfp_jax.train import checkpoint
-from dfp_jax.train.envs import SeedEnvs
+from dfp_jax.train.envs import MemberEnvs
 from dfp_jax.train.faults import FaultWatch, StopSignals
 from dfp_jax.train.metrics import MetricsLogger
 from dfp_jax.train.workdir import Layout
@@ -100,8 +100,7 @@ class Run:
   """Everything about a run that does not change while it trains."""
   config: Any
   layout: Layout
-  envs: SeedEnvs                 # training environments, one per member this process holds
-  eval_envs: SeedEnvs            # evaluation environments, likewise
+  envs: MemberEnvs               # training and evaluation environments of this process's members
   offline_update: Callable       # (agents, batches [k, M, B, ...], keys) -> (agents, keys, info)
   online_update: Callable        # (agents, batch [M, B, ...], keys) -> (agents, keys, info)
   start_online: Callable         # agents -> agents (pi_old <- pi_theta)
@@ -125,6 +124,7 @@ class Run:
     return self.config.agent
 
   def close(self):
+    self.envs.close()
     self.outputs.close()
     if self.ckpt is not None:
       self.ckpt.wait()

@@ -90,3 +90,29 @@ def make_update_fns(agent_update, skip_nonfinite: bool = False, mesh=None):
 def make_act_fn(method):
   """Best-of-N' acting for every seed: (states, obs [S, O], keys [S, 2]) -> chunks [S, h*A]."""
   return jax.jit(jax.vmap(method.act))
+
+
+# Evaluation acts on blocks of this many episodes: each block is one vmapped call of the same
+# shape, so an episode's actions do not depend on how many episodes run beside it.
+EVAL_BLOCK = 8
+
+
+def eval_episode_keys(key, episode, chunk):
+  """Key of an evaluation episode's `chunk`-th action chunk, from the evaluation's key."""
+  return jax.random.fold_in(jax.random.fold_in(key, episode), chunk)
+
+
+def make_eval_act_fn(method):
+  """Best-of-N' acting in every running evaluation episode of every member, as one call:
+  (states, obs [M, E, O], keys [M, 2], episode [M, E], chunk [M, E]) -> chunks [M, E, h*A],
+  E a multiple of EVAL_BLOCK. Episode e of member m acts with
+  eval_episode_keys(keys[m], episode[m, e], chunk[m, e])."""
+
+  def member(state, obs, key, episode, chunk):
+    keys = jax.vmap(eval_episode_keys, in_axes=(None, 0, 0))(key, episode, chunk)
+    blocks = (obs.reshape((-1, EVAL_BLOCK) + obs.shape[1:]),
+              keys.reshape((-1, EVAL_BLOCK) + keys.shape[1:]))
+    chunks = jax.lax.map(lambda b: method.act(state, b[0], b[1]), blocks)
+    return chunks.reshape((obs.shape[0],) + chunks.shape[2:])
+
+  return jax.jit(jax.vmap(member))

@@ -50,6 +50,8 @@ def check_config(config):
                "train.eval_episodes", "train.checkpoint_interval", "train.video_episodes"):
     positive_int(path, minimum=0)
   positive_int("train.video_size", minimum=16)
+  positive_int("train.env_workers", minimum=0)
+  positive_int("train.eval_envs")
   number_in("agent.discount", 0.0, 1.0, lo_open=True)
   number_in("agent.tau", 0.0, 1.0)
   number_in("agent.ema_tau", 0.0, 1.0)

@@ -75,6 +75,8 @@ def base_config(method: str, agent_config):
   c.train.eval_interval = 100_000    # steps between evaluations (each phase)
   c.train.eval_episodes = 50         # seeded evaluation episodes
   c.train.eval_seed = 1_000_000      # seed of the first evaluation episode
+  c.train.eval_envs = config_dict.placeholder(int)  # episodes per member run side by side (None: auto)
+  c.train.env_workers = config_dict.placeholder(int)  # env worker processes (None: usable cores; 0: none)
   c.train.log_interval = 5_000       # steps between train-metric rows
   c.train.tensorboard = True         # also write TensorBoard events
   c.train.progress_bar = True        # a progress bar on the terminal
