@@ -200,7 +200,7 @@ def contact_sheet(path: str, frames: Sequence[np.ndarray], count: int = _SHEET_F
 class Recorder:
   """Frames of the first `episodes` evaluation episodes of some members.
 
-  Passed to `SeedEnvs.evaluate` as its `watch`: called with (episode, member,
+  Passed to `MemberEnvs.evaluate` as its `watch`: called with (episode, member,
   env, info) after each reset (info None) and each step; renders every
   `stride`-th step and keeps the last success flag.
   """
@@ -257,7 +257,7 @@ def save(recorder: Recorder, member: int, out_dir: str, prefix: str, task: str, 
 @contextlib.contextmanager
 def evaluation_videos(run, step: int):
   """The training loop's evaluation videos (`train.video_episodes`): yields the `watch` for
-  `SeedEnvs.evaluate` (None when off), then writes `<member dir>/videos/<step>_ep<k>.mp4` and
+  `MemberEnvs.evaluate` (None when off), then writes `<member dir>/videos/<step>_ep<k>.mp4` and
   gives each to the member's metrics logger (TensorBoard, W&B)."""
   tc = run.config.train
   episodes = min(tc.get("video_episodes", 0), tc.eval_episodes)

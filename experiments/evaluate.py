@@ -6,7 +6,7 @@ lone run, `<workdir>/<task>` of a `--seeds` or `--sweep` run). The checkpoint
 (the latest, or step N) is restored onto this machine's devices, whatever it
 was saved on; every member of the population is evaluated, or those with
 `--seed=k`. Episodes are the training evaluation's: seeded resets
-`train.eval_seed + i`, best-of-N' acting (`SeedEnvs.evaluate` and the agent's
+`train.eval_seed + i`, best-of-N' acting (`MemberEnvs.evaluate` and the agent's
 `act`), acting keys from the checkpoint's evaluation stream. Prints success
 rate and return per member and writes `<out>/results.json` (out defaults to
 `RUN/evaluate/step_<N>`); `--videos=K` records the first K episodes of each

@@ -155,6 +155,7 @@ PRESET_OVERRIDES = {
         "train.log_interval": 10,
         "train.checkpoint_interval": 10,
         "train.progress_bar": False,
+        "train.env_workers": 0,  # at this size starting worker processes costs more than it saves
     },
 }
 PRESETS = tuple(PRESET_OVERRIDES)
