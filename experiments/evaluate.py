@@ -67,14 +67,6 @@ def run_config(saved):
   return config
 
 
-def _path(path) -> str:
-  return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
-
-
-def _by_path(tree):
-  return {_path(p): v for p, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
-
-
 def restore(workdir, step=None):
   """(config, member names, agents [M, ...], eval keys [M, 2], step) of a run's checkpoint."""
   ckpt_dir = os.path.join(workdir, "checkpoints")
@@ -92,26 +84,16 @@ def restore(workdir, step=None):
   config = run_config(meta["config"])
   method = agents.get(config.method)
   members = meta.get("members") or [f"seed_{s}" for s in meta["seeds"]]
-  saved = ckpt.device_metadata(step).tree
-  # Read onto one device, whatever mesh it was saved from, in the layout it was saved in.
-  one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  device, _, _ = ckpt.restore(step, jax.tree.map(
-      lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=one), saved), [], meta)
+  device = ckpt.restore_saved(step, meta)
   env = tasks.make_env(config.env)
   obs_dim, action_dim = env.observation_space.shape[0], env.action_space.shape[0]
   env.close()
   template = jax.vmap(lambda k: method.create(config.agent, obs_dim, action_dim, k))(
       device["keys"])
-  if saved["agent"].get("hparams"):  # a population's swept values
+  if device["agent"].get("hparams"):  # a population's swept values
     template = template.replace(hparams=dict(device["agent"]["hparams"]))
-  restored = _by_path(device["agent"])
-  leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
-  missing = [p for p, _ in leaves if _path(p) not in restored]
-  if missing:
-    raise checkpoint.CheckpointError(
-        f"{ckpt_dir}/{step} holds no {_path(missing[0])} for a {config.method} agent "
-        "(written by another version of this code?)")
-  agent = jax.tree_util.tree_unflatten(treedef, [restored[_path(p)] for p, _ in leaves])
+  agent = checkpoint.fill(template, checkpoint.by_path(device["agent"]), f"{ckpt_dir}/{step}",
+                          f"a {config.method} agent")
   ckpt.close()
   return config, members, agent, device["eval_keys"], step
 

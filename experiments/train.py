@@ -28,6 +28,7 @@ devices: members along POP, each member's batch along DATA.
 import errno
 import importlib.util
 import inspect
+import json
 import logging as pylogging
 import os
 import re
@@ -39,7 +40,7 @@ from ml_collections import config_flags
 
 from dfp_jax import agents, fileio, parallel
 from dfp_jax.data import ogbench_data, tasks
-from dfp_jax.train import checkpoint, population, validation
+from dfp_jax.train import checkpoint, init_from, population, validation
 
 
 def one_line(e: BaseException) -> str:
@@ -73,6 +74,12 @@ flags.DEFINE_multi_string("sweep", [], "FIELD=V1;V2;... : train every value of F
 flags.DEFINE_list("mesh", None, "POP,DATA: devices along the population and along each "
                   "member's batch (default: every device on POP when the population is large "
                   "enough).")
+flags.DEFINE_string("init_from", None, "WORKDIR[@STEP]: start the online phase from that run's "
+                    "checkpoint at the end of its offline phase (or at offline step STEP) "
+                    "instead of pretraining; only online-phase fields may differ.")
+flags.DEFINE_bool("share_offline", False, "Pretrain once per seed into <workdir>/<task>/offline "
+                  "and start every run of the sweep or ablation from it (online-phase fields "
+                  "only: top-K's K, N, lambda, tau_EMA, the online budget).")
 flags.DEFINE_bool("overwrite", False, "Replace a run already in the workdir (by default a run "
                   "with the same config resumes from its latest checkpoint, another config is an error).")
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (auto-detects TPU pods "
@@ -177,7 +184,9 @@ def sweep_configs(path, tasks, overrides):
 
 
 def plan_runs():
-  """[(config, workdir, sweep, checkpoint subdir)] the flags ask for, checked."""
+  """[(config, workdir, sweep, checkpoint subdir, pretraining or None)] the flags ask for,
+  checked; the pretraining, with --share_offline, is (config, workdir) of the offline phase
+  the run starts from."""
   path = config_flags.get_config_filename(FLAGS["config"])
   configs = [(_preset(path), FLAGS.config)]
   if FLAGS.tasks is not None:
@@ -189,19 +198,44 @@ def plan_runs():
   if FLAGS.ablation:
     runs = ablation_runs(path, configs, FLAGS.ablation, sweep)
   grouped = bool(FLAGS.tasks or FLAGS.seeds or FLAGS.ablation or sweep)
+  if FLAGS.share_offline and (FLAGS.init_from or not grouped):
+    raise ValueError("--share_offline shares one pretraining among the runs of --seeds, "
+                     "--sweep or --ablation (and replaces --init_from)")
+  bases = dict(configs)
   planned = []
   for preset, config, subdir, run_sweep, ckpt in runs:
     agents.get(config.method)
     validation.check_config(config)
     tasks.check_task(config.env.task)
     if grouped:
-      workdir = fileio.normpath(os.path.join(
-          FLAGS.workdir or os.path.join("runs", config.method, preset), config.env.task, subdir))
+      root = fileio.normpath(os.path.join(
+          FLAGS.workdir or os.path.join("runs", config.method, preset), config.env.task))
+      workdir = fileio.normpath(os.path.join(root, subdir))
     else:
       workdir = FLAGS.workdir or default_workdir(config, preset)
     fileio.check_reachable(workdir)
-    planned.append((config, workdir, run_sweep, ckpt))
+    pretraining = None
+    if FLAGS.init_from:
+      config.train.init_from = FLAGS.init_from
+    elif FLAGS.share_offline:
+      pretraining = (_pretraining_config(bases[preset]), os.path.join(root, "offline"))
+      seeds = _seeds() or [config.seed]
+      init_from.check_shareable(_resolved(pretraining[0]), [
+          _resolved(m.apply(config)) for m in population.members(seeds, run_sweep)])
+      config.train.init_from = pretraining[1]
+    planned.append((config, workdir, run_sweep, ckpt, pretraining))
   return planned, grouped
+
+
+def _pretraining_config(config):
+  """The offline phase alone of `config`: the run --share_offline starts others from."""
+  pre = config.copy_and_resolve_references()
+  pre.train.online_steps, pre.train.init_from = 0, ""
+  return pre
+
+
+def _resolved(config):
+  return json.loads(config.to_json_best_effort())
 
 
 def _seeds():
@@ -284,7 +318,7 @@ def main(argv):
     seeds = _seeds()
   except (ValueError, ogbench_data.DatasetError) as e:
     sys.exit(f"error: {e}")
-  for config, workdir, sweep, ckpt in planned:
+  for config, workdir, sweep, ckpt, pretraining in planned:
     try:
       if config.train.video_episodes > 0:  # a missing renderer fails now, not at the first eval
         from dfp_jax import video
@@ -292,6 +326,9 @@ def main(argv):
       if jax.process_index() == 0:
         ensure_dataset(config.env)
       parallel.sync("dataset ready")  # the other processes wait until process 0 has the data
+      if pretraining is not None:  # once per task: a finished pretraining returns at once
+        trainer.train_and_evaluate(pretraining[0], pretraining[1], seeds=seeds or
+                                   [config.seed], seed_dirs=True, overwrite=False, mesh=mesh)
       summaries = trainer.train_and_evaluate(config, workdir, seeds=seeds if grouped else None,
                                              seed_dirs=grouped, overwrite=FLAGS.overwrite,
                                              sweep=sweep, mesh=mesh, checkpoint_subdir=ckpt)

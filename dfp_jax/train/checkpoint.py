@@ -56,7 +56,7 @@ def _flatten(tree, prefix="") -> Dict[str, Any]:
 # config without one of them compares as having it at this value. (Before matmul_precision
 # existed, matmuls ran at the backend's default: float32 on a CPU, which is bit-identical to
 # fp32 there, but TF32 or bf16 passes on GPUs and TPUs.)
-ADDED_FIELDS = {"train.matmul_precision": "default"}
+ADDED_FIELDS = {"train.matmul_precision": "default", "train.init_from": ""}
 
 
 def config_differences(old: Dict, new: Dict, ignore: Sequence[str] = RESUMABLE_FIELDS) -> List[str]:
@@ -115,10 +115,11 @@ def _unpack(arrays: Dict[str, np.ndarray], spec: List):
 
 class Checkpointer:
   """Saves and restores a run's (device tree, member files, meta) under `directory`; keeps the
-  last few."""
+  last few, and the steps in `keep_steps` (the end of the offline phase, which other runs can
+  start their online phase from: `train.init_from`)."""
 
   def __init__(self, directory: str, max_to_keep: int = 2, async_save: bool = True,
-               read_only: bool = False):
+               read_only: bool = False, keep_steps: Sequence[int] = ()):
     self.directory = fileio.absolute(directory)
     self._last_saved: Optional[int] = None
     # The items' handlers are registered by name (the current API; no legacy item_names),
@@ -135,7 +136,9 @@ class Checkpointer:
                                              save_interval_steps=0)
     else:
       options = ocp.CheckpointManagerOptions(
-          preservation_policy=ocp.checkpoint_managers.LatestN(max(1, max_to_keep)),
+          preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy([
+              ocp.checkpoint_managers.LatestN(max(1, max_to_keep)),
+              ocp.checkpoint_managers.CustomSteps(list(keep_steps))]),
           enable_async_checkpointing=async_save, create=True)
     self._manager = ocp.CheckpointManager(self.directory, options=options,
                                           handler_registry=registry)
@@ -216,6 +219,10 @@ class Checkpointer:
           device=ocp.args.StandardRestore(target)))["device"]
     except Exception as e:
       raise CheckpointError(self._unreadable(step, e)) from e
+    return device, self.read_members(step, members), meta
+
+  def read_members(self, step: int, members: Sequence[int]) -> Dict[int, Tuple[Dict, Dict]]:
+    """{index: (host tree, info)} of `members` in checkpoint `step`."""
     loaded = {}
     for index in members:
       path = self._member_path(step, index)
@@ -226,7 +233,16 @@ class Checkpointer:
       except (OSError, ValueError, KeyError) as e:
         raise CheckpointError(self._unreadable(step, e)) from e
       loaded[index] = (_unpack(arrays, header["spec"]), header["info"])
-    return device, loaded, meta
+    return loaded
+
+  def restore_saved(self, step: int, meta: Optional[Dict] = None):
+    """The device tree of checkpoint `step` in the layout it was saved in (nested dicts of
+    arrays), read onto this process's first device whatever mesh saved it."""
+    saved = self.device_metadata(step).tree
+    one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    device, _, _ = self.restore(step, jax.tree.map(
+        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=one), saved), [], meta)
+    return device
 
   def restore_raw(self, step: int):
     """The device item of checkpoint `step` as saved (nested dicts of arrays), for inspection."""
@@ -256,6 +272,26 @@ class Checkpointer:
 
   def close(self):
     self._manager.close()
+
+
+def path_name(path) -> str:
+  """A pytree key path as 'a/b/0'."""
+  return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+
+
+def by_path(tree) -> Dict[str, Any]:
+  return {path_name(p): v for p, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def fill(template, saved: Dict[str, Any], where: str, what: str):
+  """`template` with each leaf replaced by the leaf of `saved` (a `by_path` dict) at its path;
+  CheckpointError naming the first path `saved` lacks."""
+  leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
+  missing = [p for p, _ in leaves if path_name(p) not in saved]
+  if missing:
+    raise CheckpointError(f"{where} holds no {path_name(missing[0])} for {what} "
+                          "(written by another version of this code?)")
+  return jax.tree_util.tree_unflatten(treedef, [saved[path_name(p)] for p, _ in leaves])
 
 
 def read_json(path: str) -> Dict:

@@ -25,7 +25,7 @@ import numpy as np
 
 from dfp_jax import agents, fileio, parallel
 from dfp_jax.data import tasks
-from dfp_jax.train import checkpoint, phases, population, updates, validation
+from dfp_jax.train import checkpoint, init_from, phases, population, updates, validation
 from dfp_jax.train import workdir as workdir_lib
 from dfp_jax.train import state as state_lib
 from dfp_jax.train.env_pool import EnvWorkerError, usable_cores
@@ -123,8 +123,10 @@ def _fault_handler(ckpt, ckpt_dir: str, members):
   return on_fault
 
 
-def setup(config, layout, mode: str, is_main: bool, mesh=None):
-  """The run's fixed parts and its state (fresh, or restored from the latest checkpoint)."""
+def setup(config, layout, mode: str, is_main: bool, mesh=None, source=None):
+  """The run's fixed parts and its state (fresh, restored from the latest checkpoint, or, for a
+  fresh run with `source` = (init_from.Source, source member of each member), the source's
+  offline-phase state)."""
   tc, ac = config.train, config.agent
   multi_host = jax.process_count() > 1
   method = agents.get(config.method)
@@ -139,20 +141,31 @@ def setup(config, layout, mode: str, is_main: bool, mesh=None):
     state = _fresh_state(method, config, layout, place, envs.obs_dim, envs.action_dim)
     offline_update, online_update = updates.make_update_fns(
         method.update, tc.on_nonfinite == "skip", place.mesh)
-    ckpt = (checkpoint.Checkpointer(layout.ckpt_dir, tc.keep_checkpoints, tc.async_checkpointing)
+    ckpt = (checkpoint.Checkpointer(layout.ckpt_dir, tc.keep_checkpoints, tc.async_checkpointing,
+                                    keep_steps=[tc.offline_steps])
             if tc.checkpoint_interval > 0 or mode == "resume" else None)
     meta = _check_resumable(ckpt, layout) if mode == "resume" else None
+    source = source if mode == "fresh" else None
     if meta is not None:
       state.fingerprints = meta["fingerprints"]
+    elif source is not None:
+      state.fingerprints = dict(source[0].meta["fingerprints"])  # the same offline data
     data = OfflineData(config.env, tc.offline_steps)
-    state.buffers = make_buffers(data.load(meta["step"] if meta else 0, state.fingerprints),
-                                 len(place.rows), tc)
+    start = meta["step"] if meta else source[0].step if source else 0
+    state.buffers = make_buffers(data.load(start, state.fingerprints), len(place.rows), tc)
     if meta is not None:
       state = _resume((ckpt, layout, place, envs, tc), state, meta, is_main)
+    elif source is not None:
+      state = init_from.start(source[0], state, place.rows, source[1], place)
+      init_from.copy_offline_rows(source[0], source[1],
+                                  [layout.run_dirs[i] for i in place.writes], place.writes)
+      if is_main:
+        print(f"{layout.workdir}: starting the online phase from {source[0].workdir} at step "
+              f"{source[0].step}")
     layout.write_configs(place.writes)
     outputs = Outputs([layout.run_dirs[i] for i in place.writes],
                       [place.rows.index(i) for i in place.writes], tc,
-                      state.step if mode == "resume" else None, state.step, is_main)
+                      state.step if mode == "resume" or source else None, state.step, is_main)
     watch = FaultWatch(tc.on_nonfinite == "skip",
                        _fault_handler(ckpt, layout.ckpt_dir, [layout.members[i] for i in place.rows]),
                        place.to_host)
@@ -209,7 +222,8 @@ def train_and_evaluate(config, workdir: str, seeds: Optional[Sequence[int]] = No
 
   A workdir that already holds this run resumes from its latest checkpoint
   (or returns the summaries of a finished run); one that holds another run is
-  an error unless `overwrite`. SIGTERM/SIGINT save a checkpoint and raise
+  an error unless `overwrite`. With `train.init_from` a fresh run starts its online phase
+  from another run's offline checkpoint (`init_from`). SIGTERM/SIGINT save a checkpoint and raise
   Interrupted; a NaN/inf raises NonFiniteError (train.on_nonfinite='stop').
   """
   validation.check_config(config)
@@ -218,13 +232,17 @@ def train_and_evaluate(config, workdir: str, seeds: Optional[Sequence[int]] = No
   layout = workdir_lib.Layout.create(config, workdir, seeds, seed_dirs, sweep, checkpoint_subdir)
   is_main = jax.process_index() == 0  # the one process that prints
   _placement(config, len(layout.members), mesh, jax.process_count() > 1)  # before any write
+  source = None
+  if config.train.get("init_from") and (overwrite or not workdir_lib.has_checkpoint(layout)):
+    found = init_from.open_source(config.train.init_from, config)
+    source = (found, found.match([layout.resolved(i) for i in range(len(layout.members))]))
   with workdir_lib.locked(layout, is_main):
     mode, found = workdir_lib.prepare(layout, overwrite, is_main)
     if mode == "complete":
       if is_main:
         print(f"{workdir}: this run is already complete; pass --overwrite to train it again")
       return found
-    run, state = setup(config, layout, mode, is_main, mesh)
+    run, state = setup(config, layout, mode, is_main, mesh, source)
     try:
       with run.signals, updates.matmul_precision(config.train.get("matmul_precision", "fp32")):
         state = phases.offline_phase(run, state)

@@ -91,6 +91,12 @@ class Layout:
                         json.dumps(self.resolved(i), indent=2))
 
 
+def has_checkpoint(layout: Layout) -> bool:
+  """Whether the run's checkpoint directory holds a checkpoint to resume from."""
+  ckpt_dir = layout.ckpt_dir
+  return fileio.isdir(ckpt_dir) and any(n.isdigit() for n in fileio.listdir(ckpt_dir))
+
+
 def prepare(layout: Layout, overwrite: bool, is_main: bool) -> Tuple[str, Optional[List[Dict]]]:
   """What to do with what the run dirs already hold.
 
@@ -101,7 +107,7 @@ def prepare(layout: Layout, overwrite: bool, is_main: bool) -> Tuple[str, Option
   """
   run_dirs, ckpt_dir = layout.run_dirs, layout.ckpt_dir
   existing = [d for d in run_dirs if any(fileio.exists(os.path.join(d, f)) for f in RUN_FILES)]
-  has_ckpt = fileio.isdir(ckpt_dir) and any(n.isdigit() for n in fileio.listdir(ckpt_dir))
+  has_ckpt = has_checkpoint(layout)
   mode, found = "fresh", None
   if not overwrite and (existing or has_ckpt):
     for i, d in enumerate(run_dirs):

@@ -72,6 +72,7 @@ def base_config(method: str, agent_config):
   c.train.replay_capacity = 2_000_000  # FIFO replay of max(this, N_offline + 1) transitions (impl)
   c.train.replay_keep_offline = False  # True: never overwrite offline data (online part FIFO)
   c.train.data_parallel = True       # split each batch over all devices when there are several
+  c.train.init_from = ""              # WORKDIR[@STEP]: start online from that run's offline phase
   c.train.eval_interval = 100_000    # steps between evaluations (each phase)
   c.train.eval_episodes = 50         # seeded evaluation episodes
   c.train.eval_seed = 1_000_000      # seed of the first evaluation episode

@@ -48,6 +48,9 @@ BAD_FLAGS = [
     (["--sweep=agent.topk_weight=0.1;x"], "is not a number"),
     (["--sweep=agent.temperatures=0.05;0.005,0.05"], "the same number of temperatures"),
     (["unexpected_positional"], "unexpected arguments unexpected_positional"),
+    (["--config.train.env_workers=-1"], "train.env_workers=-1: must be an integer >= 0"),
+    (["--init_from=/no/such/run"], "/no/such/run holds no checkpoints/"),
+    (["--share_offline"], "--share_offline shares one pretraining among the runs of --seeds"),
 ]
 
 
