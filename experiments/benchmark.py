@@ -3,6 +3,7 @@
   python -m experiments.benchmark [--presets=cube-double-task2,quick] [--iters=20]
                                   [--methods=dfp,qc_fql,mvp,...] [--seed_counts=1,5,10]
   python -m experiments.benchmark --suite=accelerator --out=DIR [--smoke]
+  python -m experiments.benchmark --suite=protocol --out=DIR [--smoke] [--protocol_quick]
 
 The third table is the cost of a checkpoint (dfp_jax/train/checkpoint.py) when the
 online replay data is largest. The first table measures every method side by side at each preset's (equal)
@@ -36,8 +37,16 @@ flags.DEFINE_list("seed_counts", ["1", "5", "10"], "Seed counts S for the vector
 flags.DEFINE_list("population_sizes", [], "Population sizes M for the population table (members "
                   "on a (pop, data) mesh over every device; empty: skip it).")
 flags.DEFINE_integer("checkpoint_seeds", 1, "Seeds in the checkpoint-cost table (0: skip it).")
-flags.DEFINE_enum("suite", "tables", ["tables", "accelerator"], "tables: the tables below on "
-                  "stdout; accelerator: experiments/accelerator_suite.py into --out.")
+flags.DEFINE_enum("suite", "tables", ["tables", "accelerator", "protocol"], "tables: the tables "
+                  "below on stdout; accelerator: experiments/accelerator_suite.py into --out; "
+                  "protocol: environment stepping, evaluation and the quick run "
+                  "(experiments/protocol_suite.py) into --out.")
+flags.DEFINE_list("protocol_members", ["1", "2", "4", "8", "16"], "Protocol suite: member counts "
+                  "of the environment-stepping table.")
+flags.DEFINE_list("protocol_episodes", ["20", "50", "100"], "Protocol suite: episodes per "
+                  "evaluation in the evaluation table.")
+flags.DEFINE_bool("protocol_quick", False, "Protocol suite: also train the quick run twice "
+                  "(serial protocol and defaults), about 25 minutes on 2 cores.")
 flags.DEFINE_string("out", "accelerator", "Directory for the accelerator suite's files.")
 flags.DEFINE_bool("smoke", False, "The accelerator suite at tiny sizes (CPU, the test suite).")
 flags.DEFINE_integer("obs_dim", 40, "Observation size of the random inputs (40, as every figure "
@@ -177,6 +186,13 @@ def main(argv):
     accelerator_suite.run(sys.modules[__name__], FLAGS.out, FLAGS.smoke, 2 if FLAGS.smoke else FLAGS.iters,
                           FLAGS.obs_dim, FLAGS.action_dim)
     print(open(os.path.join(FLAGS.out, "accelerator.md")).read())
+    return
+  if FLAGS.suite == "protocol":
+    from experiments import protocol_suite
+    print(protocol_suite.run(FLAGS.out if FLAGS["out"].present else "protocol",
+                             [int(m) for m in FLAGS.protocol_members],
+                             [int(e) for e in FLAGS.protocol_episodes], FLAGS.protocol_quick,
+                             FLAGS.smoke))
     return
   dev = jax.devices()[0]
   print(f"device: {dev.platform} {dev.device_kind} x{jax.device_count()}, "

@@ -31,7 +31,6 @@ import inspect
 import json
 import logging as pylogging
 import os
-import re
 import sys
 
 import jax
@@ -88,35 +87,6 @@ flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for ex
 flags.DEFINE_integer("num_processes", None, "Number of processes, with --coordinator_address.")
 flags.DEFINE_integer("process_id", None, "This process's index, with --coordinator_address.")
 FLAGS = flags.FLAGS
-
-
-def ensure_dataset(env_config):
-  """Generate the dataset of a preset that asks for it (quick, smoke) if it is missing."""
-  if env_config.generate_episodes <= 0 or tasks.is_synthetic(env_config.task):
-    return
-  if tasks.is_robomimic(env_config.task):
-    path = tasks.robomimic_path(env_config)
-    if not os.path.exists(path):
-      from dfp_jax.data import robomimic_generate
-      print(f"generating {env_config.generate_episodes} scripted {env_config.task} "
-            f"demonstrations into {path} (first use only)")
-      summary = robomimic_generate.generate(env_config.task, env_config.generate_episodes, path,
-                                            workers=os.cpu_count() or 1)
-      print(f"kept {summary['kept']} of {summary['attempted']} scripted episodes "
-            f"(success rate {summary['success_rate']:.0%})")
-    return
-  _, dataset_name = ogbench_data.split_task_name(env_config.task)
-  root = os.path.expanduser(env_config.dataset_dir)
-  if all(os.path.exists(os.path.join(root, f"{dataset_name}{s}.npz")) for s in ("", "-val")):
-    return
-  from dfp_jax.data import ogbench_generate
-  print(f"generating {env_config.generate_episodes} play episodes of {dataset_name} "
-        f"into {root} (first use only)")
-  task_id = re.search(r"-task(\d+)-", env_config.task)
-  ogbench_generate.generate(dataset_name, env_config.generate_episodes, root,
-                            episode_length=env_config.generate_episode_length,
-                            task_goal_prob=env_config.generate_task_goal_prob,
-                            task_id=int(task_id[1]) if task_id else None)
 
 
 def default_workdir(config, preset):
@@ -324,7 +294,7 @@ def main(argv):
         from dfp_jax import video
         video.check_renderer()
       if jax.process_index() == 0:
-        ensure_dataset(config.env)
+        tasks.ensure_dataset(config.env)
       parallel.sync("dataset ready")  # the other processes wait until process 0 has the data
       if pretraining is not None:  # once per task: a finished pretraining returns at once
         trainer.train_and_evaluate(pretraining[0], pretraining[1], seeds=seeds or

@@ -9,6 +9,7 @@ dataset file must exist before the environment can.
 """
 
 import os
+import re
 
 from dfp_jax.data import DatasetError, ogbench_data, robomimic_data, synthetic
 
@@ -101,3 +102,32 @@ def load_task(env_config, *, num_shards=None, shard=None):
   from dfp_jax.data import robomimic_env
   robomimic_env.check_layout(env, path)  # the file's observation layout is this robosuite's
   return env, data, None
+
+
+def ensure_dataset(env_config):
+  """Generate the dataset of a preset that asks for it (quick, smoke) if it is missing."""
+  if env_config.generate_episodes <= 0 or is_synthetic(env_config.task):
+    return
+  if is_robomimic(env_config.task):
+    path = robomimic_path(env_config)
+    if not os.path.exists(path):
+      from dfp_jax.data import robomimic_generate
+      print(f"generating {env_config.generate_episodes} scripted {env_config.task} "
+            f"demonstrations into {path} (first use only)")
+      summary = robomimic_generate.generate(env_config.task, env_config.generate_episodes, path,
+                                            workers=os.cpu_count() or 1)
+      print(f"kept {summary['kept']} of {summary['attempted']} scripted episodes "
+            f"(success rate {summary['success_rate']:.0%})")
+    return
+  _, dataset_name = ogbench_data.split_task_name(env_config.task)
+  root = os.path.expanduser(env_config.dataset_dir)
+  if all(os.path.exists(os.path.join(root, f"{dataset_name}{s}.npz")) for s in ("", "-val")):
+    return
+  from dfp_jax.data import ogbench_generate
+  print(f"generating {env_config.generate_episodes} play episodes of {dataset_name} "
+        f"into {root} (first use only)")
+  task_id = re.search(r"-task(\d+)-", env_config.task)
+  ogbench_generate.generate(dataset_name, env_config.generate_episodes, root,
+                            episode_length=env_config.generate_episode_length,
+                            task_goal_prob=env_config.generate_task_goal_prob,
+                            task_id=int(task_id[1]) if task_id else None)

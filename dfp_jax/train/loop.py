@@ -127,6 +127,7 @@ def setup(config, layout, mode: str, is_main: bool, mesh=None, source=None):
   """The run's fixed parts and its state (fresh, restored from the latest checkpoint, or, for a
   fresh run with `source` = (init_from.Source, source member of each member), the source's
   offline-phase state)."""
+  t_setup = time.perf_counter()
   tc, ac = config.train, config.agent
   multi_host = jax.process_count() > 1
   method = agents.get(config.method)
@@ -174,6 +175,7 @@ def setup(config, layout, mode: str, is_main: bool, mesh=None, source=None):
               jax.jit(jax.vmap(method.start_online)), place,
               [layout.member_config(i).agent.discount for i in place.rows], data, ckpt, outputs,
               watch, StopSignals(), is_main, multi_host, time.time())
+    run.timing["setup"] = time.perf_counter() - t_setup
     return run, state
   except BaseException:
     envs.close()
@@ -196,6 +198,12 @@ def _finish(run: Run, state: RunState) -> List[Dict]:
         "member": layout.members[index].name, "process_index": jax.process_index()})
     if tc.on_nonfinite == "skip":
       summary["skipped_steps"] = state.skipped[s]
+    # Where this process's time went (a resumed run: since it resumed); "other" is logging,
+    # the progress bar and the rest, so the parts add up to "total".
+    total = run.timing["setup"] + time.time() - run.t_start
+    parts = {k: round(v, 3) for k, v in sorted(run.timing.items())}
+    summary["time_s"] = {**parts, "other": round(total - sum(run.timing.values()), 3),
+                         "total": round(total, 3)}
   for logger, index in zip(run.outputs.loggers, place.writes):
     d, summary = layout.run_dirs[index], state.summaries[place.rows.index(index)]
     if tc.eval_episodes > 0:

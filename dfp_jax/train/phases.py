@@ -51,7 +51,8 @@ def at_boundary(run: Run, state: RunState, prev: int, phase_end: bool):
     stop = due(prev, step, tc.log_interval) or phase_end
     stop = stop and parallel.any_process(run.signals.signum is not None)
   if stop or phase_end or due(prev, step, tc.checkpoint_interval):
-    save(run, state)
+    with run.timed("checkpoints"):
+      save(run, state)
   if stop:
     if run.ckpt is not None:
       run.ckpt.wait()
@@ -87,7 +88,7 @@ def evaluate(run: Run, state: RunState, phase: str):
   if tc.eval_episodes <= 0:
     return
   t0 = time.time()
-  with video.evaluation_videos(run, state.step) as watch, \
+  with run.timed("evaluation"), video.evaluation_videos(run, state.step) as watch, \
       environment_failures(run, "in the evaluation", state.step):
     results, state.eval_keys, _ = run.envs.evaluate(state.agents, state.eval_keys,
                                                     tc.eval_episodes, tc.eval_seed, watch)
@@ -135,6 +136,7 @@ def offline_phase(run: Run, state: RunState) -> RunState:
   tc, ac = run.tc, run.ac
   k, end = max(1, tc.updates_per_dispatch), tc.offline_steps
   step_log, t_log = state.step, time.time()
+  t_phase, before = time.perf_counter(), run.timing["evaluation"] + run.timing["checkpoints"]
   while state.step < end:
     step = state.step
     n = min(k - step % k, end - step)
@@ -159,12 +161,16 @@ def offline_phase(run: Run, state: RunState) -> RunState:
       log_train(run, state, info, [{"steps_per_s": rate}] * len(run.placement.rows))
       step_log, t_log = state.step, time.time()
     if due(step, state.step, tc.eval_interval, end):
+      jax.block_until_ready(state.agents)  # the updates' time is not the evaluation's
       evaluate(run, state, "offline")
       t_log = time.time()  # steps/s counts training only
     if state.step == end and tc.eval_episodes > 0:
       for summary, last in zip(state.summaries, state.last):
         summary["offline_success"] = last["success"]
     at_boundary(run, state, step, state.step == end)
+  jax.block_until_ready(state.agents)
+  run.timing["offline_updates"] += (time.perf_counter() - t_phase - run.timing["evaluation"]
+                                    - run.timing["checkpoints"] + before)
   return state
 
 
@@ -192,13 +198,16 @@ def online_phase(run: Run, state: RunState) -> RunState:
       run.envs.start(state.episodes)
   step_log, t_log = state.step - tc.offline_steps, time.time()
   for env_step in range(state.step - tc.offline_steps + 1, tc.online_steps + 1):
-    with environment_failures(run, "stepping the environments", state.step + 1):
+    with run.timed("env_steps"), \
+        environment_failures(run, "stepping the environments", state.step + 1):
       state.keys = run.envs.step(state.agents, state.keys, state.episodes, state.buffers)
     prev, state.step = state.step, tc.offline_steps + env_step
     if env_step >= tc.start_training:
-      batch = run.placement.to_device(
-          sample_batch(state.buffers, state.rngs, tc, ac.chunk_len, run.discounts))
-      state.agents, state.keys, info = run.online_update(state.agents, batch, state.keys)
+      with run.timed("online_updates"):  # the next act waits for the update anyway
+        batch = run.placement.to_device(
+            sample_batch(state.buffers, state.rngs, tc, ac.chunk_len, run.discounts))
+        state.agents, state.keys, info = run.online_update(state.agents, batch, state.keys)
+        jax.block_until_ready(state.agents)
       run.watch.push(info["nonfinite"], (prev, state.step))
       if due(env_step - 1, env_step, tc.log_interval):
         jax.block_until_ready(info)

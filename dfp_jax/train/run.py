@@ -1,6 +1,9 @@
 """The fixed parts of a run, built once: method programs, environments, data, outputs."""
 
+import collections
+import contextlib
 import dataclasses
+import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -114,6 +117,16 @@ class Run:
   is_main: bool                  # the one process that writes
   multi_host: bool
   t_start: float                 # when this process started training
+  # Seconds this process spent per part of the run (summary.json's "time_s").
+  timing: Dict[str, float] = dataclasses.field(default_factory=collections.Counter)
+
+  @contextlib.contextmanager
+  def timed(self, part: str):
+    t0 = time.perf_counter()
+    try:
+      yield
+    finally:
+      self.timing[part] += time.perf_counter() - t0
 
   @property
   def tc(self):

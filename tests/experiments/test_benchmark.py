@@ -87,3 +87,20 @@ def test_overrides_set_config_fields_and_reject_unknown_ones():
   for bad in ("train.nope=1", "agent.top_k", "nope.batch_size=2", "train.batch_size=(1, 2)"):
     with pytest.raises(ValueError, match="--overrides="):
       common.apply_overrides(dfp.get_config("quick"), [bad])
+
+
+@pytest.mark.slow
+def test_protocol_suite_smoke_measures_stepping_and_evaluation(tmp_path):
+  from experiments import protocol_suite
+  md = protocol_suite.run(str(tmp_path), members=[1, 2], episodes=[3], quick=False, smoke=True)
+  result = json.loads((tmp_path / "protocol.json").read_text())
+  assert [r["members"] for r in result["env_steps"]] == [1, 2]
+  for r in result["env_steps"]:
+    assert r["in_process"] > 0 and r["workers"] > 0
+  (ev,) = result["evaluation"]
+  assert ev["episodes"] == 3 and ev["eval_envs"] == 3 and ev["serial_s"] > 0 < ev["batched_s"]
+  # A fresh policy runs every episode to the time limit: one act call per chunk per episode
+  # serially, one per chunk for all three side by side.
+  assert ev["serial_act_calls"] == 3 * ev["batched_act_calls"] > 0
+  assert (tmp_path / "protocol.md").read_text() == md
+  assert "## Environment steps per second" in md and "## One evaluation" in md

@@ -78,6 +78,14 @@ def test_smoke_preset_trains_end_to_end(tmp_path):
   assert (workdir / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
   summary = json.loads((workdir / "summary.json").read_text())
   assert 0.0 <= summary["final_success"] <= 1.0 and summary["online_steps"] == 30
+  # Where the time went: every part, non-negative, adding up to the total.
+  parts = dict(summary["time_s"])
+  total = parts.pop("total")
+  assert set(parts) == {"setup", "offline_updates", "online_updates", "env_steps", "evaluation",
+                        "checkpoints", "other"}
+  assert all(v >= 0 for k, v in parts.items() if k != "other"), parts
+  assert sum(parts.values()) == pytest.approx(total, abs=0.01)
+  assert abs(parts["other"]) < 0.5 * total, parts
 
 
 @pytest.mark.slow
