@@ -18,7 +18,9 @@ Writes DIR/accelerator.json (every number) and DIR/accelerator.md (the tables):
   - the trainer end to end on `synthetic-cube-double` (cube-double's sizes, no simulator):
     offline updates/s, online environment steps/s with their updates, and the loop's
     overhead per online step beyond the update; beside it the real cube-double
-    environment's CPU step time where ogbench is installed.
+    environment's CPU step time where ogbench is installed;
+  - the trainer with real cube-double environments in environment workers for 1 and 16
+    members (where ogbench is installed: `launch/prepare_accelerator.py --with_envs`).
 
 `--smoke` runs the same suite at the `smoke` preset's tiny sizes with fewer
 seeds and members (the test suite runs it on CPU).
@@ -207,6 +209,47 @@ def real_env_step_ms(task: str = "cube-double-play-singletask-task2-v0", steps: 
     env.close()
 
 
+def real_trainer_table(bench, preset: str, smoke: bool) -> List[Dict]:
+  """The trainer end to end with real cube-double environments stepped by environment workers
+  (one per usable core), for 1 and 16 members (smoke: 1 and 2), from summary.json's time_s:
+  whether the host's cores keep up with the accelerator. Offline data: a few generated play
+  episodes (the phase is short; the online phase is what is measured). None where ogbench is
+  not installed."""
+  import tempfile
+  try:
+    from dfp_jax.data import ogbench_generate
+  except Exception:  # noqa: BLE001  (ogbench or mujoco missing)
+    return None
+  from dfp_jax.train import loop
+  from dfp_jax.train.env_pool import usable_cores
+  from dfp_jax.train.metrics import read_csv
+  offline, online, log = (20, 40, 10) if smoke else (200, 1_000, 250)
+  rows = []
+  with tempfile.TemporaryDirectory() as data:
+    ogbench_generate.generate("cube-double-play-v0", 2, data, episode_length=100,
+                              val_episodes=1, num_workers=1, progress=False)
+    for members in ((1, 2) if smoke else (1, 16)):
+      config = bench.get_config("dfp", preset, bench.FLAGS.overrides)
+      config.env.task, config.env.dataset_dir = "cube-double-play-singletask-task2-v0", data
+      config.env.generate_episodes = 0
+      config.train.update(offline_steps=offline, online_steps=online, start_training=10,
+                          log_interval=log, eval_interval=offline + online, eval_episodes=1,
+                          checkpoint_interval=0, tensorboard=False, progress_bar=False,
+                          env_workers=usable_cores())
+      with tempfile.TemporaryDirectory() as work:
+        summary = loop.train_and_evaluate(config, work, seeds=list(range(members)))[0]
+        train = read_csv(os.path.join(work, "seed_0", "train.csv"))
+      t = summary["time_s"]
+      on = train["steps_per_s"][train["step"] > offline + log]
+      rows.append({"members": members, "env_workers": usable_cores(),
+                   "online env steps/s (per member)": float(np.median(on)) if on.size else None,
+                   "env ms/step (all members, acting incl.)": 1e3 * t["env_steps"] / online,
+                   "update ms/step": 1e3 * t["online_updates"] / online,
+                   "env share of online %": 100 * t["env_steps"] / max(
+                       t["env_steps"] + t["online_updates"], 1e-9)})
+  return rows
+
+
 def _md_table(rows: List[Dict], cols: List[str]) -> str:
   def cell(v):
     return f"{v:.2f}" if isinstance(v, float) else str(v)
@@ -231,6 +274,10 @@ TABLES = [
      ["task", "hidden", "batch", "updates_per_dispatch", "offline updates/s",
       "online env steps/s", "online ms/env step", "update ms (as dispatched)", "env ms/step",
       "loop overhead ms/env step", "loop overhead %", "run wall s"]),
+    ("The trainer with real cube-double environments and environment workers (DFP)",
+     "real_trainer", ["members", "env_workers", "online env steps/s (per member)",
+                      "env ms/step (all members, acting incl.)", "update ms/step",
+                      "env share of online %"]),
 ]
 
 
@@ -247,7 +294,10 @@ def markdown(result: Dict) -> str:
            "where the suite stopped).")]
   for heading, key, cols in TABLES:
     md += ["", f"## {heading}", ""]
-    md.append(_md_table(result[key], cols) if key in result else "not measured")
+    if key in result and result[key] is None:
+      md.append("not measured (ogbench is not installed here)")
+    else:
+      md.append(_md_table(result[key], cols) if key in result else "not measured")
   if "trainer" in result:
     real = result.get("real_env_step_ms")
     md += ["", "Loop overhead = online ms per environment step minus DFP's online update "
@@ -287,6 +337,7 @@ def run(bench, out: str, smoke: bool, iters: int, obs_dim: int, action_dim: int)
       ("precision", lambda: precision_table(bench, preset, iters, obs_dim, action_dim)),
       ("trainer", lambda: trainer_table(bench, preset, smoke, iters)),
       ("real_env_step_ms", real_env_step_ms),
+      ("real_trainer", lambda: real_trainer_table(bench, preset, smoke)),
   ]
   for key, measure in steps:
     result[key] = measure()

@@ -58,10 +58,13 @@ def closure(names: Iterable[str]) -> Set[str]:
   return seen
 
 
-def suite_distributions() -> Set[str]:
-  """Distributions whose modules the accelerator suite imports (in a fresh interpreter)."""
+def suite_distributions(with_envs: bool = False) -> Set[str]:
+  """Distributions whose modules the accelerator suite imports (in a fresh interpreter);
+  `with_envs`: also the OGBench environments of its real-environment tables."""
   code = ("import sys, importlib.metadata as md\n"
           "import experiments.benchmark, experiments.accelerator_suite\n"
+          + ("import ogbench, gymnasium, dfp_jax.data.ogbench_generate\n"
+             if with_envs else "") +
           "from dfp_jax import agents\n"
           "[agents.get(m) for m in agents.METHODS]\n"
           "dists = md.packages_distributions()\n"
@@ -72,11 +75,11 @@ def suite_distributions() -> Set[str]:
   return {canonical(n) for n in out.split()}
 
 
-def plan(preinstalled: Iterable[str] = PREINSTALLED) -> Dict[str, str]:
+def plan(preinstalled: Iterable[str] = PREINSTALLED, with_envs: bool = False) -> Dict[str, str]:
   """{distribution: version installed here} to carry: what the suite needs (with its own
   requirements) minus what the machine has (with theirs), minus this project itself."""
   have = closure(preinstalled) | {"setuptools", "pip", "wheel"}
-  imported = suite_distributions() - {"dfp-jax"}  # the project's own install_requires are
+  imported = suite_distributions(with_envs) - {"dfp-jax"}  # the project's own install_requires are
   need = closure(imported) - have                 # more than the suite imports
   pins = {}
   for n in sorted(need):
@@ -101,8 +104,10 @@ def main():
   parser.add_argument("--dest", default=os.path.join(ROOT, ".whl"))
   parser.add_argument("--python", default="3.12")
   parser.add_argument("--dry-run", action="store_true", help="print the plan, download nothing")
+  parser.add_argument("--with_envs", action="store_true", help="also carry ogbench and MuJoCo "
+                      "for the suite's real-environment tables (larger)")
   args = parser.parse_args()
-  pins = plan()
+  pins = plan(with_envs=args.with_envs)
   print("to carry: " + (", ".join(f"{n}=={v}" for n, v in pins.items()) or "nothing"))
   if args.dry_run:
     return

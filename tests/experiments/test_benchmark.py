@@ -44,10 +44,16 @@ def test_accelerator_suite_smoke_writes_every_table(tmp_path):
       trainer["online ms/env step"] - trainer["update ms (as dispatched)"] - trainer["env ms/step"])
   assert math.isfinite(trainer["loop overhead %"])
   assert result["real_env_step_ms"] > 0  # ogbench is installed here
+  real = result["real_trainer"]
+  assert [r["members"] for r in real] == [1, 2]
+  for r in real:
+    assert r["online env steps/s (per member)"] > 0 and r["update ms/step"] > 0
+    assert 0 < r["env share of online %"] < 100
   md = (tmp_path / "accelerator.md").read_text()
   assert "## The trainer end to end on a synthetic environment" in md and "NOT COMPLETE" not in md
   assert md.count("\n| dfp |") == 1 and "## DFP population over every device" in md
   assert "## DFP under each train.matmul_precision" in md and "\n| bf16 |" in md
+  assert "## The trainer with real cube-double environments" in md
 
 
 def test_suite_cut_short_keeps_the_tables_it_measured(tmp_path):
