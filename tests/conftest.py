@@ -1,7 +1,20 @@
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 
 import pytest
+
+# One persistent XLA compilation cache for the whole session, this process and every
+# subprocess it starts: the many short runs of the same smoke programs compile once (a smoke
+# run: 25 s cold, 12 s warm on 2 cores; results are bit-identical). Set before jax is imported.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  _cache = tempfile.mkdtemp(prefix="dfp-jax-test-xla-cache-")
+  atexit.register(shutil.rmtree, _cache, ignore_errors=True)
+  os.environ.update({"JAX_COMPILATION_CACHE_DIR": _cache,
+                     "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+                     "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1"})
 
 # Tests import `experiments` from the repository root, whichever directory pytest runs in.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -71,9 +71,9 @@ def check_same_config(where: str, old: Dict, new: Dict):
   diffs = config_differences(old, new)
   if diffs:
     more = f" (and {len(diffs) - 3} more)" if len(diffs) > 3 else ""
-    saved = _flatten(old)
+    saved, differing = _flatten(old), {d.split(":")[0] for d in diffs}
     added = [f"--config.{k}={v}" for k, v in ADDED_FIELDS.items()
-             if k not in saved and _flatten(new).get(k) != v]
+             if k not in saved and k in differing]
     hint = (f"; it was saved before {', '.join(a.split('=')[0][9:] for a in added)} existed: "
             f"pass {' '.join(added)} to resume it as it ran" if added else "")
     raise CheckpointError(f"{where} holds a run with a different config "
