@@ -19,7 +19,10 @@ same task, the difference in final success (`--compare_phase=offline`: at the
 end of offline pretraining, e.g. for offline-only runs against full ones) to
 the reference row with a 95% confidence interval from Welch's t over seeds
 (unequal variances, Welch-Satterthwaite degrees of freedom), and whether it
-excludes 0.
+excludes 0. `--paired` takes the differences seed by seed instead (runs of
+the same seeds that share each seed's offline pretraining, `--init_from` /
+`--share_offline`), with the paired t's interval. Shared pretraining runs (an
+`offline/` directory beside the runs) are left out unless given themselves.
 
 A run without summary.json is still training: its numbers come from the last
 offline / online rows of its eval.csv and its table cell is marked `*`.
@@ -44,6 +47,9 @@ flags.DEFINE_list("label_key", ["method"], "Dotted config key(s) whose values la
 flags.DEFINE_list("tasks_order", None, "Task columns first in this order (full or short names).")
 flags.DEFINE_string("reference", None, "Row label to compare every other row with (difference "
                     "in success, Welch's t 95% CI over seeds).")
+flags.DEFINE_bool("paired", False, "With --reference: differences seed by seed (runs that "
+                  "share each seed's offline pretraining: --init_from, --share_offline), "
+                  "paired t 95% CI.")
 flags.DEFINE_enum("compare_phase", "final", ["final", "offline", "online"], "With --reference: "
                   "the success compared (final: the last evaluation; offline: the end of "
                   "offline pretraining, e.g. to compare offline-only runs with full ones).")
@@ -53,8 +59,9 @@ Keys = Union[str, Sequence[str]]  # "method,agent.top_k" or ["method", "agent.to
 CSV_COLUMNS = ["label", "task", "num_seeds", "offline_mean", "offline_std", "online_mean",
                "online_std", "final_mean", "final_std", "seeds", "num_partial"]
 SIGNIFICANCE_COLUMNS = ["reference", "compared_phase", "diff_vs_reference", "ci95_low",
-                        "ci95_high", "excludes_zero", "not_final"]
+                        "ci95_high", "excludes_zero", "not_final", "pairs"]
 NAN = float("nan")
+SHARED_PRETRAINING = "offline"  # where --share_offline pretrains, beside the runs it serves
 
 
 def _warn(msg: str):
@@ -157,13 +164,20 @@ def find_runs(paths: Sequence[str]) -> List[Dict]:
   Raises ValueError for a path that is not a directory or when no run is found.
   """
   dirs = {}  # by real path: a run reached through two given paths is read once
+  shared = set()
   for p in paths:
     if not os.path.isdir(p):
       raise ValueError(f"{p} is not a directory" if os.path.exists(p) else f"{p} does not exist")
     for root, subdirs, files in os.walk(p):
       subdirs.sort()
+      if SHARED_PRETRAINING in subdirs:  # --share_offline's pretraining, not a run of the table
+        subdirs.remove(SHARED_PRETRAINING)
+        shared.add(os.path.join(root, SHARED_PRETRAINING))
       if "config.json" in files and "eval.csv" in files:
         dirs.setdefault(os.path.realpath(root), root)
+  if shared:
+    _warn(f"left out the shared offline pretraining under {', '.join(sorted(shared))} (pass "
+          "such a directory itself to tabulate it)")
   runs = []
   for d in dirs.values():
     try:
@@ -225,6 +239,8 @@ def summarise(runs: Sequence[Dict], label_key: Keys = "method",
                                    for r in rs) for phase in ("offline", "online", "final")}
     row["values"] = {phase: [r[phase] for r in rs if not math.isnan(r[phase])]
                      for phase in ("offline", "online", "final")}  # per seed, for significance
+    row["by_seed"] = {phase: {str(r["seed"]): r[phase] for r in rs if not math.isnan(r[phase])}
+                      for phase in ("offline", "online", "final")}  # for paired differences
     rows.append(row)
   return rows
 
@@ -249,9 +265,26 @@ def welch_interval(a: Sequence[float], b: Sequence[float], level: float = 0.95):
   return diff, diff - half, diff + half
 
 
-def add_significance(rows: Sequence[Dict], reference: str, phase: str = "final") -> List[Dict]:
+def paired_interval(differences: Sequence[float], level: float = 0.95):
+  """mean of per-seed differences and its `level` confidence interval by the paired t
+  (Student's t on the differences, n - 1 degrees of freedom); NaN bounds below 2 pairs."""
+  from scipy import stats
+  d = np.asarray(differences, float)
+  diff = float(d.mean()) if d.size else NAN
+  if d.size < 2:
+    return diff, NAN, NAN
+  se = float(d.std(ddof=1)) / math.sqrt(d.size)
+  if se == 0.0:
+    return diff, diff, diff
+  half = float(stats.t.ppf(0.5 + level / 2, d.size - 1)) * se
+  return diff, diff - half, diff + half
+
+
+def add_significance(rows: Sequence[Dict], reference: str, phase: str = "final",
+                     paired: bool = False) -> List[Dict]:
   """Rows with SIGNIFICANCE_COLUMNS filled against the `reference` row of each task, comparing
-  the success at `phase` (final, offline or online)."""
+  the success at `phase` (final, offline or online). `paired`: differences seed by seed over
+  the seeds both rows have (runs that share each seed's offline pretraining), paired t."""
   labels = {r["label"] for r in rows}
   if reference not in labels:
     raise ValueError(f"--reference={reference!r} is no row label; labels: "
@@ -262,7 +295,16 @@ def add_significance(rows: Sequence[Dict], reference: str, phase: str = "final")
     r = dict(r)
     ref = refs.get(r["task"])
     if ref is not None and r is not ref and r["label"] != reference:
-      diff, low, high = welch_interval(r["values"][phase], ref["values"][phase])
+      if paired:
+        mine, theirs = r["by_seed"][phase], ref["by_seed"][phase]
+        common = [k for k in mine if k in theirs]
+        if len(common) < len(mine) or len(common) < len(theirs):
+          _warn(f"{r['label']} vs {reference} on {r['task']}: paired over the {len(common)} "
+                "seeds both have")
+        diff, low, high = paired_interval([mine[k] - theirs[k] for k in common])
+        r["pairs"] = len(common)
+      else:
+        diff, low, high = welch_interval(r["values"][phase], ref["values"][phase])
       r.update(reference=reference, compared_phase=phase, diff_vs_reference=diff,
                ci95_low=low, ci95_high=high,
                excludes_zero="" if math.isnan(low) else ("yes" if low > 0 or high < 0 else "no"),
@@ -291,9 +333,12 @@ def format_significance(rows: Sequence[Dict]) -> str:
   ref, phase = compared[0]["reference"], compared[0]["compared_phase"]
   what = {"final": "final success", "offline": "success at the end of the offline phase",
           "online": "success at the end of the online phase"}[phase]
+  paired = "pairs" in compared[0]
+  how = ("by the paired t over the seeds both rows have (differences seed by seed); n = "
+         "pairs" if paired else "by Welch's t over seeds (unequal variances); n = seeds of "
+         f"the row / of {ref}")
   lines = [f"Difference in {what} to {ref} (percentage points), 95% confidence interval "
-           "by Welch's t over seeds (unequal variances); n = seeds of the row / of "
-           f"{ref}; * = a side includes runs still training that have not reached this "
+           f"{how}; * = a side includes runs still training that have not reached this "
            "point yet (their last evaluation so far); – = a side has no value.", "", "| label | task | difference | 95% CI | excludes 0 | n |",
            "|---|---|---|---|---|---|"]
   refs = {r["task"]: r for r in rows if r["label"] == ref}
@@ -302,8 +347,10 @@ def format_significance(rows: Sequence[Dict]) -> str:
           else f"[{100 * r['ci95_low']:+.1f}, {100 * r['ci95_high']:+.1f}]")
     diff = "–" if math.isnan(r["diff_vs_reference"]) else f"{100 * r['diff_vs_reference']:+.1f}"
     lines.append(f"| {r['label']} | {short_task(r['task'])} | {diff} "
-                 f"| {ci} | {r['excludes_zero'] or '–'} | {len(r['values'][phase])} / "
-                 f"{len(refs[r['task']]['values'][phase])}{'*' if r['not_final'] == 'yes' else ''} |")
+                 f"| {ci} | {r['excludes_zero'] or '–'} | " + (
+                     str(r["pairs"]) if paired else f"{len(r['values'][phase])} / "
+                     f"{len(refs[r['task']]['values'][phase])}")
+                 + f"{'*' if r['not_final'] == 'yes' else ''} |")
   return "\n".join(lines) + "\n"
 
 
@@ -408,7 +455,9 @@ def main(argv):
     runs = find_runs(argv[1:])
     rows = summarise(runs, FLAGS.label_key, FLAGS.tasks_order)
     if FLAGS.reference:
-      rows = add_significance(rows, FLAGS.reference, FLAGS.compare_phase)
+      rows = add_significance(rows, FLAGS.reference, FLAGS.compare_phase, FLAGS.paired)
+    elif FLAGS.paired:
+      raise ValueError("--paired compares with a --reference row; give --reference=LABEL")
   except ValueError as e:
     sys.exit(f"error: {e}")
   for name in FLAGS.tasks_order or []:

@@ -276,3 +276,35 @@ def test_offline_only_runs_compare_at_the_end_of_offline(tmp_path):
   text = report.format_significance(report.add_significance(rows, "mvp", "offline"))
   assert "Difference in success at the end of the offline phase to mvp" in text
   assert "| mvp_old | cube-single-task2 | +38.3 |" in text
+
+
+def test_paired_differences_seed_by_seed(tmp_path):
+  """--paired: the CI of the per-seed differences (paired t), not of two independent means;
+  a seed only one side has is left out; a shared pretraining (offline/) is not a row."""
+  from scipy import stats
+  base = [0.2, 0.5, 0.8, 0.4]  # a large spread between seeds...
+  gain = [0.10, 0.15, 0.05, 0.10]  # ...and a steady gain on each seed
+  for seed, b in enumerate(base):
+    write_run(tmp_path / "a" / SINGLE / f"seed_{seed}", "dfp_no_topk", SINGLE, seed,
+              _evals(0.1, b))
+    write_run(tmp_path / "b" / SINGLE / f"seed_{seed}", "dfp", SINGLE, seed,
+              _evals(0.1, b + gain[seed]))
+    write_run(tmp_path / "b" / SINGLE / "offline" / f"seed_{seed}", "dfp", SINGLE, seed,
+              [(100, 0.05, 0), (200, 0.1, 0)], online_steps=0)
+  write_run(tmp_path / "b" / SINGLE / "seed_9", "dfp", SINGLE, 9, _evals(0.1, 1.0))
+  runs = report.find_runs([str(tmp_path)])
+  assert len(runs) == 9  # the four pretraining runs left out
+  rows = report.summarise(runs)
+  paired = {r["label"]: r for r in report.add_significance(rows, "dfp_no_topk", paired=True)}
+  d = np.array(gain)
+  half = stats.t.ppf(0.975, 3) * d.std(ddof=1) / 2
+  r = paired["dfp"]
+  assert r["pairs"] == 4
+  assert r["diff_vs_reference"] == pytest.approx(d.mean())
+  assert (r["ci95_low"], r["ci95_high"]) == pytest.approx((d.mean() - half, d.mean() + half))
+  assert r["excludes_zero"] == "yes"
+  welch = {r["label"]: r for r in report.add_significance(rows, "dfp_no_topk")}["dfp"]
+  assert welch["excludes_zero"] == "no"  # the seeds' spread swamps the gain unpaired
+  text = report.format_significance(list(paired.values()))
+  assert "paired t" in text and "| dfp | cube-single-task2 | +10.0 |" in text
+  assert report.find_runs([str(tmp_path / "b" / SINGLE / "offline")])[0]["online_steps"] == 0
