@@ -227,9 +227,12 @@ def _seeds():
 
 class _QuietOrbaxErrors(pylogging.Filter):
   """Drops orbax's ERROR logs (each with a traceback) from its background save threads: the
-  same error reaches the run as a CheckpointError, printed as one line."""
+  same error reaches the run as a CheckpointError, printed as one line; and its warning that a
+  checkpoint directory opened read-only (another run's, read by --init_from) is read-only."""
 
   def filter(self, record):
+    if str(record.msg).startswith("Given directory is read only"):  # --init_from's source
+      return False
     return not (record.levelno >= pylogging.ERROR and str(record.msg).startswith("[process="))
 
 

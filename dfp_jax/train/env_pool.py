@@ -148,8 +148,9 @@ class EnvPool:
   """
 
   def __init__(self, make_env: Callable, num_slots: int, workers: int, obs_space, action_space,
-               first=None):
+               first=None, first_slot: int = 0):
     self.num_slots, self.obs_space, self.action_space = num_slots, obs_space, action_space
+    self.first_slot = first_slot  # errors name slots from here (a pool that is part of a larger set)
     self.workers = min(max(workers, 0), num_slots)
     self._vector = None
     if self.workers == 0:
@@ -252,7 +253,8 @@ class EnvPool:
     else:
       text = (str(e).strip().splitlines() or [""])[0][:200]
       cause = f"{type(e).__name__}: {text}" if text else type(e).__name__
-    slots = [s for s in range(self.num_slots) if self.where(s)[0] == worker] if dead else []
+    slots = ([self.first_slot + s for s in range(self.num_slots) if self.where(s)[0] == worker]
+             if dead else [])
     self.close()
     name = f"environment worker {worker}" if dead else "an environment worker"
     return EnvWorkerError(f"{name} stopped ({cause})", worker, slots)

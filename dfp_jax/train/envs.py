@@ -12,8 +12,10 @@ call per environment step for all of them. Episode j of member m acts with keys
 folded from (the member's evaluation key, j, chunk index), so what an episode
 does depends on neither `eval_envs` nor the workers.
 
-All environments live in one `env_pool.EnvPool`: in this process, or spread
-over `train.env_workers` worker processes (same transitions either way). A
+The environments live in two `env_pool.EnvPool`s, the training ones and the
+evaluation ones: in this process, or spread over `train.env_workers` worker
+processes (same transitions either way; a lone training environment stays in
+this process, where a worker would only add its round trip to every step). A
 process holds the environments of the members it owns (`Placement.rows`);
 acting is a call on the whole population, which in a multi-process run every
 process makes at every step, so the calls stay collective.
@@ -62,8 +64,8 @@ class MemberEnvs:
   """The environments of one task for the members this process holds, and how the policy
   acts in them (module docstring).
 
-  Slots 0..L-1 of the pool are the members' training environments; the next L x eval_envs
-  run evaluation episodes. `act_fn(agents, obs [M, O], keys [M, 2]) -> chunks [M, h*A]`;
+  `pool` holds the members' training environments (slots 0..L-1), `eval_pool` L x eval_envs
+  environments for evaluation episodes (named as slots L.. in worker errors). `act_fn(agents, obs [M, O], keys [M, 2]) -> chunks [M, h*A]`;
   `eval_act_fn` as `updates.make_eval_act_fn`.
   """
 
@@ -79,9 +81,14 @@ class MemberEnvs:
     first = make_env()
     self.observation_space, self.action_space = first.observation_space, first.action_space
     num = len(self.seeds)
-    self.pool = EnvPool(make_env, num * (1 + self.eval_envs), workers, self.observation_space,
-                        self.action_space, first=first)
-    self._local = self.pool if self.pool.workers == 0 else None  # for evaluations with videos
+    # Training environments in workers only when there are several: a lone environment
+    # gains nothing from a worker and pays its round trip every step.
+    self.pool = EnvPool(make_env, num, min(workers, num) if num > 1 else 0,
+                        self.observation_space, self.action_space, first=first)
+    self.eval_pool = EnvPool(make_env, num * self.eval_envs, workers, self.observation_space,
+                             self.action_space, first_slot=num)
+    # Evaluations with videos render in this process.
+    self._local = self.eval_pool if self.eval_pool.workers == 0 else None
     # Several processes: act at every step (a collective), whether or not a member needs to.
     self._always_act = jax.process_count() > 1
 
@@ -100,7 +107,8 @@ class MemberEnvs:
 
   def close(self):
     self.pool.close()
-    if self._local is not None and self._local is not self.pool:
+    self.eval_pool.close()
+    if self._local is not None and self._local is not self.eval_pool:
       self._local.close()
 
   def next_actions(self, agents, obs: Sequence[np.ndarray], keys, queues: List[List[np.ndarray]],
@@ -171,12 +179,12 @@ class MemberEnvs:
     """
     num, width = len(self.seeds), self.eval_envs
     place = self.placement
-    pool, base = self.pool, num
-    if watch is not None and self.pool.workers:
+    pool = self.eval_pool
+    if watch is not None and self.eval_pool.workers:
       if self._local is None:
         self._local = EnvPool(self._make_env, num * width, 0, self.observation_space,
                               self.action_space)
-      pool, base = self._local, 0
+      pool = self._local
     keys, this = split_keys(keys)
     stats = {k: np.zeros((num, num_episodes)) for k in ("success", "return", "length")}
     padded = -(-width // EVAL_BLOCK) * EVAL_BLOCK
@@ -187,7 +195,7 @@ class MemberEnvs:
     started = [0] * num
 
     def slot(m, e):
-      return base + m * width + e
+      return m * width + e
 
     def start(m, e):
       """The member's next episode in slot e, or none left."""

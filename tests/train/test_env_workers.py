@@ -149,16 +149,17 @@ def test_workers_never_outlive_the_trainer(signum, tiny_cube_single, tmp_path):
   proc = subprocess.Popen(
       [sys.executable, "-m", "experiments.train", "--config=experiments/configs/dfp.py:smoke",
        f"--config.env.dataset_dir={tiny_cube_single}", "--config.train.env_workers=2",
+       "--seeds=0,1", "--config.train.eval_episodes=2",  # 2 training + 2 evaluation workers
        "--config.train.offline_steps=100000", "--config.train.progress_bar=False",
        f"--workdir={tmp_path / 'run'}"], cwd=ROOT, stdout=subprocess.DEVNULL,
       stderr=subprocess.PIPE, text=True)
   try:
     deadline = time.time() + 240
     workers = []
-    while len(workers) < 2 and time.time() < deadline and proc.poll() is None:
+    while len(workers) < 4 and time.time() < deadline and proc.poll() is None:
       time.sleep(0.5)
       workers = _children(proc.pid)
-    assert len(workers) == 2, proc.stderr.read() if proc.poll() is not None else workers
+    assert len(workers) == 4, proc.stderr.read() if proc.poll() is not None else workers
     # Signal once the offline phase is logging: the trainer's signal handlers are in place.
     while not _logging(tmp_path / "run") and time.time() < deadline and proc.poll() is None:
       time.sleep(0.5)
