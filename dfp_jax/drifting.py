@@ -1,6 +1,6 @@
 """The drifting field V = V+_p - V-_q and its fixed-point regression loss.
 
-SPEC section 2.1: Deng et al.'s Algorithm 2 with the normalisations and floors
+Deng et al.'s Algorithm 2 (docs/algorithm.md) with the normalisations and floors
 of the authors' released implementation. Every set is shaped [B, C, S]: B
 conditioning states, C samples per state, S the flattened action-chunk size.
 B = 1 is plain unconditional generation.
@@ -15,7 +15,7 @@ positive many kernel widths away from every sample still attracts them;
 without it the weights underflow and the field vanishes (the paper's
 Robomimic temperatures then never learn to close the gripper). The floor is
 absolute, so with large sets it dominates; `relative_floor` scales it with the
-set sizes instead (SPEC 2.1, step 4).
+set sizes instead (docs/algorithm.md, the field's step 4).
 """
 
 from typing import Optional, Sequence
@@ -90,7 +90,7 @@ def drifting_field(x, pos, neg=None, *, temperatures: Sequence[float] = (0.05,),
                    neg_weights=None, affinity_floor: float = AFFINITY_FLOOR,
                    relative_floor: bool = False, normalize: bool = True,
                    axis_name: Optional[str] = None):
-  """The drifting field at the (stop-gradient) samples x (SPEC 2.1).
+  """The drifting field at the (stop-gradient) samples x (docs/algorithm.md).
 
   Args:
     x: [B, Cg, S] generated samples where the field is evaluated.
@@ -172,7 +172,7 @@ def drift_loss(gen, pos, neg=None, *, temperatures: Sequence[float] = (0.05,),
                neg_weights=None, affinity_floor: float = AFFINITY_FLOOR,
                relative_floor: bool = False, normalize: bool = True, sample_mask=None,
                axis_name: Optional[str] = None):
-  """L_drift(theta; p, q) = E ||x - sg(x + V(x))||^2 with x = gen (SPEC 2.1, step 5).
+  """L_drift(theta; p, q) = E ||x - sg(x + V(x))||^2 with x = gen (docs/algorithm.md, step 5).
 
   Args:
     gen: [B, Cg, S] samples of the generator at each state (differentiable;

@@ -1,4 +1,4 @@
-"""Flow-matching behaviour cloning and Euler sampling, shared by FQL and BFN (SPEC 9).
+"""Flow-matching behaviour cloning and Euler sampling, shared by FQL and BFN (docs/methods.md).
 
 Convention: x_0 ~ N(0, I) is noise, x_1 the data chunk, x_t = (1 - t) x_0 + t x_1,
 and the network regresses the velocity v = x_1 - x_0. Sampling integrates

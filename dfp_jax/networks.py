@@ -6,7 +6,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 
-# Every Dense layer, the output included, as the released implementation (SPEC 5).
+# Every Dense layer, the output included, as the released implementation (docs/algorithm.md).
 DENSE_INIT = nn.initializers.variance_scaling(1.0, "fan_avg", "uniform")
 
 
@@ -28,7 +28,7 @@ class MLP(nn.Module):
 
 
 class Actor(nn.Module):
-  """One-step pushforward policy: a = f_theta(s, eps), eps ~ N(0, I) (SPEC 1).
+  """One-step pushforward policy: a = f_theta(s, eps), eps ~ N(0, I) (the paper's Section 3).
 
   Returns the raw chunk [..., S]. Callers clip it to [-1, 1], before acting and
   (as the released code; `clip_samples`) before the drift loss.
@@ -42,7 +42,7 @@ class Actor(nn.Module):
 
 
 class Critic(nn.Module):
-  """Ensemble of Q(s, a_chunk) MLPs with LayerNorm (SPEC 5). Returns [E, ...]."""
+  """Ensemble of Q(s, a_chunk) MLPs with LayerNorm (docs/algorithm.md). Returns [E, ...]."""
   hidden: Sequence[int] = (512, 512, 512, 512)
   ensemble_size: int = 2
 

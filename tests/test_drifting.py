@@ -1,4 +1,5 @@
-"""The drifting field: an independent reference of SPEC 2.1, properties a wrong field fails,
+"""The drifting field: an independent reference of Deng et al.'s Algorithm 2
+(docs/algorithm.md), properties a wrong field fails,
 and 2-D generator fits that show what the affinity floor does."""
 
 import functools
@@ -19,11 +20,11 @@ def _rand(key, shape):
   return jax.random.normal(jax.random.PRNGKey(key), shape)
 
 
-# --- An independent reference: SPEC 2.1 step by step, in float64 loops -----------------------
+# --- An independent reference: the field step by step, in float64 loops ---------------------
 
 def reference_drift(gen, pos, neg=None, temperatures=(0.05,), floor=1e-6, kernel="laplace",
                     gen_w=None, pos_w=None, neg_w=None):
-  """(loss, d loss / d gen) of SPEC 2.1 with self-negatives, written from the text."""
+  """(loss, d loss / d gen) of the field with self-negatives, written from the text."""
   gen, pos = np.float64(gen), np.float64(pos)
   b_size, cg, s = gen.shape
   neg = np.zeros((b_size, 0, s)) if neg is None else np.float64(neg)

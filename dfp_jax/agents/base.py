@@ -1,4 +1,5 @@
-"""What every agent shares: the state pytree, the chunked critic (SPEC 5), best-of-N, the update.
+"""What every agent shares: the state pytree, the chunked critic, best-of-N, the update
+(docs/algorithm.md).
 
 Each method (dfp.py, fql.py, bfn.py, mvp.py) defines only its actor: how to
 initialise it, how it samples chunks (for acting and for the critic target,
@@ -217,5 +218,5 @@ def act(agent, sample: Callable, obs, key, num_samples: Optional[int] = None):
 
 
 def reset_anchor(agent):
-  """pi_old <- pi_theta, done when the online phase starts (SPEC 4)."""
+  """pi_old <- pi_theta, done when the online phase starts (docs/algorithm.md)."""
   return agent.replace(anchor_params=agent.actor_params)

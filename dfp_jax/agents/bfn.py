@@ -1,4 +1,4 @@
-"""BFN and QC-BFN: a flow-matching BC policy improved by best-of-N only (SPEC 9).
+"""BFN and QC-BFN: a flow-matching BC policy improved by best-of-N only (docs/methods.md).
 
 The policy is behaviour cloning with flow matching (`flow.py`, `flow_steps`
 Euler steps per sample). Acting and the critic target both take the best of

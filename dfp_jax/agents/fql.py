@@ -1,4 +1,4 @@
-"""FQL and QC-FQL: flow Q-learning (SPEC 9).
+"""FQL and QC-FQL: flow Q-learning (docs/methods.md).
 
 Two actors: a flow-matching BC policy (`flow_steps` Euler steps) and a
 one-step noise-conditioned policy mu(s, z) that maximises Q while staying

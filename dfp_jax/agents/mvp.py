@@ -1,4 +1,5 @@
-"""MVP: a one-step MeanFlow policy, improved by best-of-N acting; optionally with top-K (SPEC 9).
+"""MVP: a one-step MeanFlow policy, improved by best-of-N acting; optionally with top-K
+(docs/methods.md).
 
 The network is the average velocity u(z, r, t | s) of MeanFlow. Convention:
 z_t = (1 - t) x + t e with data x, noise e and v = e - x; one step from
@@ -9,7 +10,7 @@ the MeanFlow identity
 
 with a stop-gradient target, plus the instantaneous-velocity constraint (IVC).
 The defaults are the recipe of the authors' MVP, behind the paper's MVP
-numbers (SPEC 9): (t, r) the larger and smaller of two sigmoid(N(-0.4, 1))
+numbers (docs/methods.md): (t, r) the larger and smaller of two sigmoid(N(-0.4, 1))
 draws, plain squared errors, the IVC ||u(z_r, r, r) - v||^2 at the smaller
 time with weight 1. The earlier recipe (uniform times, MeanFlow's adaptive
 loss weight, IVC at t) stays reachable through the config.

@@ -6,7 +6,7 @@ and the `model_file` attribute (the episode's MJCF), the environment metadata
 as the JSON attribute `data.attrs["env_args"]`, and optional splits
 `mask/<filter>` (arrays of demo names). The low-dim observation is the
 concatenation of `robot0_eef_pos, robot0_eef_quat, robot0_gripper_qpos,
-object`, in that order (SPEC 8); its `object` part is robosuite 1.5.1's in
+object`, in that order (docs/datasets.md); its `object` part is robosuite 1.5.1's in
 the official `low_dim_v15.hdf5` files (see `robomimic_env`).
 
 Demos are kept whole. Official files come from robomimic's documented
@@ -39,7 +39,7 @@ TASKS = {"lift": ("Lift", 300), "can": ("PickPlaceCan", 300), "square": ("NutAss
 DEFAULT_DATASET_DIR = "~/.robomimic"
 # robomimic's v1.5 files on the Hugging Face hub (a dataset repo): v1.5/<task>/mh/low_dim_v15.hdf5.
 HF_REPO = "robomimic/robomimic_datasets"
-# Dataset actions are clipped to +-ACTION_LIMIT (SPEC 8): robomimic's human actions reach +-1
+# Dataset actions are clipped to +-ACTION_LIMIT: robomimic's human actions reach +-1
 # exactly, where anything that inverts a tanh squashing (atanh) of a dataset action is infinite.
 ACTION_LIMIT = 1.0 - 1e-5
 

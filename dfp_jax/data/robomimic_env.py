@@ -9,7 +9,7 @@ success), `terminated` at success, `truncated` at the task's step limit
 
 The official `low_dim_v15.hdf5` files were made with robosuite 1.5.1, and its
 `object` observation (robosuite's `object-state`) is laid out differently
-from robosuite 1.4's, so the env must be 1.5.1's too (SPEC 8). Under 1.5.1:
+from robosuite 1.4's, so the env must be 1.5.1's too (docs/datasets.md). Under 1.5.1:
 
   lift   [cube_pos (3), cube_quat (4, xyzw), gripper_to_cube_pos (3)] = 10,
          gripper_to_cube_pos = cube_pos - eef_pos (1.4: eef_pos - cube_pos);

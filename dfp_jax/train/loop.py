@@ -1,4 +1,4 @@
-"""Offline-then-online training and evaluation of S seeds at once (SPEC Algorithm 1).
+"""Offline-then-online training and evaluation of S seeds at once (the paper's Algorithm 1).
 
 The edge of the library: environments, replay buffers, logging and the
 progress bar live here; all the math is in the agent's jitted `update` / `act`

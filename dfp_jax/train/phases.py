@@ -1,4 +1,4 @@
-"""The two phases of a run (SPEC Algorithm 1) and the periodic actions between steps.
+"""The two phases of a run (the paper's Algorithm 1) and the periodic actions between steps.
 
 `offline_phase` pretrains on the offline data (for DFP behaviour cloning by
 drifting); `online_phase` acts best-of-N' in the environments, stores the

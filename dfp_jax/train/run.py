@@ -53,7 +53,8 @@ class OfflineData:
 
 
 def make_buffers(dataset, num_seeds: int, train_config) -> List[ReplayBuffer]:
-  """One replay buffer per seed over the shared offline data (SPEC 5's FIFO capacity)."""
+  """One replay buffer per seed over the shared offline data (the released code's FIFO
+  capacity, docs/fidelity.md)."""
   capacity = None if train_config.replay_keep_offline else train_config.replay_capacity
   return [ReplayBuffer(dataset, train_config.online_steps, capacity) for _ in range(num_seeds)]
 

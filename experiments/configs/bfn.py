@@ -1,4 +1,4 @@
-"""BFN configs: best-of-N (N = 4) from a flow BC policy, no chunking, h = 1 (SPEC 9)."""
+"""BFN configs: best-of-N (N = 4) from a flow BC policy, no chunking, h = 1 (docs/methods.md)."""
 
 from experiments.configs import common, qc_bfn
 

@@ -6,7 +6,7 @@ network sizes. Each method file (`dfp.py`, `qc_fql.py`, ...) calls
 `make(method, agent_config, preset, method_overrides)`, where
 `method_overrides` holds the values only that method sets per preset; they are
 applied after the shared ones. Presets: the paper's OGBench and Robomimic tasks
-(SPEC sections 7-8) with Table 5 values, the pure offline-RL tasks (prefix
+(docs/datasets.md) with Table 5 values, the pure offline-RL tasks (prefix
 `offline-`), `quick` (the default: a small locally generated task that trains
 on a laptop CPU), `quick-lift`, `quick-can` and `quick-square` (Robomimic at
 quick's size, on scripted demonstrations generated on first use) and `smoke`
@@ -32,7 +32,7 @@ OFFLINE_TASKS = {
     "offline-puzzle-3x3-task4": "puzzle-3x3-play-singletask-task4-v0",
     "offline-puzzle-4x4-task4": "puzzle-4x4-play-singletask-task4-v0",
 }
-# Robomimic tasks (multi-human low-dim data; SPEC 8): the preset is the task name.
+# Robomimic tasks (multi-human low-dim data; docs/datasets.md): the preset is the task name.
 ROBOMIMIC_TASKS = ("lift", "can", "square")
 # Small Robomimic runs on locally generated scripted demonstrations: preset -> scripted demos.
 QUICK_ROBOMIMIC = {"quick-lift": 100, "quick-can": 200, "quick-square": 200}
@@ -106,7 +106,7 @@ _QUICK_BUDGET = {
     "train.log_interval": 500,
     "train.checkpoint_interval": 2_500,
 }
-# Robomimic (SPEC 6-8): multi-human files where robomimic's download script puts them, best-of-N'
+# Robomimic: multi-human files where robomimic's download script puts them, best-of-N'
 # with N' = 4 (also the critic target's). K = 2 and DFP's temperatures are the method files'.
 _ROBOMIMIC = {
     "env.dataset_dir": "~/.robomimic",  # <dir>/<task>/mh/low_dim_v15.hdf5

@@ -9,12 +9,13 @@ ABLATIONS = {
     "top_k": ("agent.top_k", [1, 2, 4, 8]),                   # K, with N = 16
     "topk_weight": ("agent.topk_weight", [0.1, 0.5, 1.0, 5.0]),  # lambda
     # Kernel temperature sets R: Table 5's OGBench {0.05} and Robomimic {0.005, 0.05}, the
-    # released drift.yaml's {0.1} (SPEC 7), and a smaller and a larger one.
+    # released drift.yaml's {0.1} (docs/fidelity.md), and a smaller and a larger one.
     "temperatures": ("agent.temperatures",
                      [(0.005,), (0.05,), (0.1,), (0.2,), (0.005, 0.05)]),
 }
 
-# Pure offline RL (SPEC 7): no best-of-N', L_BC + lambda * L_topK from the start, K/N = 8/16.
+# Pure offline RL (docs/fidelity.md): no best-of-N', L_BC + lambda * L_topK from the start,
+# K/N = 8/16.
 _OFFLINE_RL = {"agent.num_act_samples": 1, "agent.topk_offline": True, "agent.top_k": 8,
                "agent.num_candidates": 16}
 # DFP's own values per preset, applied after common.PRESET_OVERRIDES.

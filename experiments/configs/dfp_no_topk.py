@@ -1,4 +1,4 @@
-"""DFP without the top-K loss: L_BC only, improvement by best-of-N' only (SPEC 9)."""
+"""DFP without the top-K loss: L_BC only, improvement by best-of-N' only (docs/methods.md)."""
 
 from experiments.configs import common, dfp
 

@@ -1,4 +1,4 @@
-"""FQL configs: flow Q-learning without chunking, h = 1, alpha = 100 (SPEC 9)."""
+"""FQL configs: flow Q-learning without chunking, h = 1, alpha = 100 (docs/methods.md)."""
 
 from experiments.configs import common, qc_fql
 

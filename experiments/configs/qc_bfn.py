@@ -1,4 +1,4 @@
-"""QC-BFN configs: best-of-N (N = 32) from a flow BC policy on chunks, h = 5 (SPEC 9)."""
+"""QC-BFN configs: best-of-N (N = 32) from a flow BC policy on chunks, h = 5 (docs/methods.md)."""
 
 from dfp_jax.agents import bfn
 from experiments.configs import common

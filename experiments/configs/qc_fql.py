@@ -1,4 +1,5 @@
-"""QC-FQL configs: FQL on action chunks, h = 5, alpha = 100 (SPEC 9; presets: common.py)."""
+"""QC-FQL configs: FQL on action chunks, h = 5, alpha = 100 (docs/methods.md;
+presets: common.py)."""
 
 from dfp_jax.agents import fql
 from experiments.configs import common

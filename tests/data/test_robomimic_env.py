@@ -103,7 +103,7 @@ def test_resets_do_not_leak_file_descriptors():
   assert len(os.listdir("/proc/self/fd")) - before < 10
 
 
-# The load-time layout check (SPEC 8): a file's first observation against the env's at states[0].
+# The load-time layout check: a file's first observation against the env's at states[0].
 
 def _config(data_dir, task):
   return ml_collections.ConfigDict({"task": task, "dataset_dir": str(data_dir),
