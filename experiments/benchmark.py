@@ -178,8 +178,30 @@ def measure_checkpoint(config, obs_dim, action_dim, num_seeds, directory):
   return size / 2**20, returned, written
 
 
+def check_flags():
+  """ValueError naming the first unknown method or preset of the flags."""
+  for method in FLAGS.methods:
+    agents.get(method)  # unknown method: one line naming the choices
+  for preset in FLAGS.presets:
+    if preset not in common.PRESET_OVERRIDES:
+      raise ValueError(f"unknown preset {preset!r}; choose one of: {', '.join(common.PRESETS)}")
+  for name in ("seed_counts", "population_sizes", "protocol_members", "protocol_episodes"):
+    for v in FLAGS[name].value:
+      if not v.strip().isdigit() or int(v) < 1:
+        raise ValueError(f"--{name}={','.join(FLAGS[name].value)}: expected positive integers")
+
+
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    sys.exit(f"error: unexpected arguments {' '.join(argv[1:])}; flags are --name=value")
+  try:
+    check_flags()
+    run_suites()
+  except ValueError as e:
+    sys.exit(f"error: {e}")
+
+
+def run_suites():
   logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint step at INFO
   if FLAGS.suite == "accelerator":
     from experiments import accelerator_suite
@@ -249,4 +271,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  from experiments import cli
+  app.run(main, flags_parser=cli.parse_flags)

@@ -52,4 +52,5 @@ def main(argv):
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  from experiments import cli
+  app.run(main, flags_parser=cli.parse_flags)

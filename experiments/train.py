@@ -176,6 +176,7 @@ def plan_runs():
   for preset, config, subdir, run_sweep, ckpt in runs:
     agents.get(config.method)
     validation.check_config(config)
+    validation.check_members(config, population.members(_seeds() or [config.seed], run_sweep))
     tasks.check_task(config.env.task)
     if grouped:
       root = fileio.normpath(os.path.join(
@@ -219,6 +220,9 @@ def _seeds():
   if not seeds or any(s < 0 for s in seeds):
     raise ValueError(f"--seeds={','.join(FLAGS.seeds)}: expected non-negative integers, "
                      "e.g. --seeds=0,1,2")
+  if any(s > validation.MAX_SEED for s in seeds):
+    raise ValueError(f"--seeds={','.join(FLAGS.seeds)}: seeds must be at most "
+                     f"{validation.MAX_SEED} (what the random number generators accept)")
   twice = sorted({s for s in seeds if seeds.count(s) > 1})
   if twice:
     raise ValueError(f"--seeds: seed {twice[0]} is given twice; each seed trains once")

@@ -238,6 +238,7 @@ def train_and_evaluate(config, workdir: str, seeds: Optional[Sequence[int]] = No
   if sweep:
     population.check_sweep(sweep)
   layout = workdir_lib.Layout.create(config, workdir, seeds, seed_dirs, sweep, checkpoint_subdir)
+  validation.check_members(config, layout.members)
   is_main = jax.process_index() == 0  # the one process that prints
   _placement(config, len(layout.members), mesh, jax.process_count() > 1)  # before any write
   source = None

@@ -3,6 +3,10 @@
 from typing import Sequence
 
 
+# The largest seed every random number generator of a run accepts (jax's PRNGKey: int32).
+MAX_SEED = 2**31 - 1
+
+
 class ConfigError(ValueError):
   """A config value that no run can use."""
 
@@ -40,6 +44,10 @@ def check_config(config):
     if v is not None:
       need(v in options, path, f"must be one of {', '.join(options)}")
 
+  seed = _get(config, "seed")
+  if seed is not None:
+    need(isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed <= MAX_SEED, "seed",
+         f"must be an integer in [0, {MAX_SEED}]")
   for path in ("train.batch_size", "train.log_interval", "train.eval_interval",
                "train.updates_per_dispatch", "train.keep_checkpoints", "agent.chunk_len",
                "agent.num_act_samples", "agent.num_target_samples", "agent.critic_ensemble",
@@ -77,3 +85,13 @@ def check_config(config):
   choice("env.success_timing", ("pre", "post"))
   choice("train.on_nonfinite", ("stop", "skip"))
   choice("train.matmul_precision", ("fp32", "tf32", "bf16", "default"))
+
+
+def check_members(config, members):
+  """check_config on every population member's config (its seed and swept values), naming
+  the member: a swept value is checked as the same value given with --config would be."""
+  for member in members:
+    try:
+      check_config(member.apply(config))
+    except ConfigError as e:
+      raise ConfigError(f"member {member.name}: {e}") from None

@@ -51,6 +51,9 @@ BAD_FLAGS = [
     (["--config.train.env_workers=-1"], "train.env_workers=-1: must be an integer >= 0"),
     (["--init_from=/no/such/run"], "/no/such/run holds no checkpoints/"),
     (["--share_offline"], "--share_offline shares one pretraining among the runs of --seeds"),
+    (["--sweep=agent.lr=0.1;-1"], "member lr=-1/seed_0: config agent.lr=-1.0: must be in (0.0, inf]"),
+    (["--seeds=99999999999999999999"], "seeds must be at most 2147483647"),
+    (["--config.seed=4294967296"], "config seed=4294967296: must be an integer in [0, 2147483647]"),
 ]
 
 
@@ -169,3 +172,20 @@ def test_a_second_run_on_a_locked_workdir_is_refused_and_the_first_is_undisturbe
   # The lock of a finished (or killed) run is free: the same command runs again at once.
   again = _train(*args, f"--workdir={work}")
   assert again.returncode == 0 and "done: " in again.stdout, again.stderr[-3000:]
+
+
+BAD_BENCHMARK_FLAGS = [
+    (["--methods=nosuch"], "unknown method 'nosuch'"),
+    (["--presets=nope"], "unknown preset 'nope'"),
+    (["--protocol_members=0"], "--protocol_members=0: expected positive integers"),
+    (["--suite=nosuch"], "value should be one of <tables|accelerator|protocol>"),
+    (["stray"], "unexpected arguments stray"),
+]
+
+
+@pytest.mark.parametrize("args, message", BAD_BENCHMARK_FLAGS,
+                         ids=[" ".join(a) for a, _ in BAD_BENCHMARK_FLAGS])
+def test_bad_benchmark_flags_are_one_line(args, message):
+  res = subprocess.run([sys.executable, "-m", "experiments.benchmark", *args], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+  assert message in _error_line(res)
