@@ -157,6 +157,21 @@ def replace(src: str, dst: str):
     os.replace(src, dst)
 
 
+def move_tree(src: str, dst: str):
+  """Rename a directory tree (one rename locally; copy every file, then delete, on an object
+  store)."""
+  if not (is_remote(src) or is_remote(dst)):
+    os.replace(src, dst)
+    return
+  for name in listdir(src):
+    if isdir(f"{src}/{name}"):
+      move_tree(f"{src}/{name}", f"{dst}/{name}")
+    else:
+      makedirs(dst)
+      write_bytes(f"{dst}/{name}", read_bytes(f"{src}/{name}"))
+  rmtree(src, ignore_errors=True)
+
+
 def write_atomic(path: str, data, suffix: str = ".tmp"):
   """Write `data` (str or bytes) so that `path` is either the old or the whole new file: a
   temporary file renamed over it locally; one upload on an object store (an object appears

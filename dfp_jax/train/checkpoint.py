@@ -43,6 +43,15 @@ class CheckpointError(Exception):
   """A checkpoint or workdir that cannot be resumed from."""
 
 
+class UnreadableCheckpoint(CheckpointError):
+  """One checkpoint that cannot be restored (truncated, files missing, unreadable metadata);
+  `cause` says why in a few words, `step` which."""
+
+  def __init__(self, message: str, step: int, cause: str):
+    super().__init__(message)
+    self.step, self.cause = step, cause
+
+
 def _flatten(tree, prefix="") -> Dict[str, Any]:
   if isinstance(tree, dict):
     out = {}
@@ -155,7 +164,7 @@ class Checkpointer:
     try:
       return self._manager.item_metadata(step)["device"]
     except Exception as e:  # noqa: BLE001
-      raise CheckpointError(self._unreadable(step, e)) from e
+      raise self._unreadable(step, e) from e
 
   def _member_path(self, step: int, index: int) -> str:
     return os.path.join(self.directory, "members", str(step), f"member_{index}.npz")
@@ -206,7 +215,7 @@ class Checkpointer:
     try:
       return self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
     except Exception as e:  # orbax raises many types for a damaged directory
-      raise CheckpointError(self._unreadable(step, e)) from e
+      raise self._unreadable(step, e) from e
 
   def restore(self, step: int, device_like, members: Sequence[int],
               meta: Optional[Dict] = None) -> Tuple[Any, Dict[int, Tuple[Dict, Dict]], Dict]:
@@ -218,7 +227,7 @@ class Checkpointer:
       device = self._manager.restore(step, args=ocp.args.Composite(
           device=ocp.args.StandardRestore(target)))["device"]
     except Exception as e:
-      raise CheckpointError(self._unreadable(step, e)) from e
+      raise self._unreadable(step, e) from e
     return device, self.read_members(step, members), meta
 
   def read_members(self, step: int, members: Sequence[int]) -> Dict[int, Tuple[Dict, Dict]]:
@@ -231,7 +240,7 @@ class Checkpointer:
           header = json.loads(str(f["__meta__"]))
           arrays = {k: f[k] for k in f.files if k != "__meta__"}
       except (OSError, ValueError, KeyError) as e:
-        raise CheckpointError(self._unreadable(step, e)) from e
+        raise self._unreadable(step, e) from e
       loaded[index] = (_unpack(arrays, header["spec"]), header["info"])
     return loaded
 
@@ -249,11 +258,28 @@ class Checkpointer:
     return self._manager.restore(step, args=ocp.args.Composite(
         device=ocp.args.StandardRestore()))["device"]
 
-  def _unreadable(self, step, e):
+  def _unreadable(self, step, e) -> UnreadableCheckpoint:
     msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
-    return (f"checkpoint {os.path.join(self.directory, str(step))} cannot be restored "
-            f"({type(e).__name__}: {msg}); delete it to resume from an earlier one, "
-            "or pass --overwrite to start again")
+    cause = f"{type(e).__name__}: {msg}"
+    return UnreadableCheckpoint(
+        f"checkpoint {os.path.join(self.directory, str(step))} cannot be restored ({cause}); "
+        "pass --overwrite to start again", step, cause)
+
+  def move_aside(self, step: int) -> str:
+    """Rename checkpoint `step` (and its member files) to `damaged-<step>` beside it, so a
+    resumed run neither reads nor deletes it; returns the new path."""
+    name = f"damaged-{step}"
+    while fileio.exists(os.path.join(self.directory, name)):
+      name += "x"
+    for parent in (self.directory, os.path.join(self.directory, "members")):
+      if fileio.exists(os.path.join(parent, str(step))):
+        fileio.move_tree(os.path.join(parent, str(step)), os.path.join(parent, name))
+    self.reload()
+    return os.path.join(self.directory, name)
+
+  def reload(self):
+    """See the directory as it is now (after another process moved a checkpoint aside)."""
+    self._manager.reload()
 
   def _unwritable(self, e):
     text = str(e)

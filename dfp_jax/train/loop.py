@@ -75,24 +75,53 @@ def _fresh_state(method, config, layout, place, obs_dim: int, action_dim: int):
   return RunState.fresh(agent_states, keys, eval_keys, [members[i].seed for i in place.rows])
 
 
-def _check_resumable(ckpt, layout):
-  """The latest checkpoint's meta, if it is this run's."""
-  meta = ckpt.read_meta(ckpt.latest_step())
+def _check_same_run(ckpt, meta, layout):
+  """CheckpointError unless checkpoint `meta` is this run's (members and config)."""
   if meta.get("members") != [m.name for m in layout.members]:
     raise checkpoint.CheckpointError(
         f"{layout.ckpt_dir} holds members {meta.get('members')}, this run asks for "
         f"{[m.name for m in layout.members]}; use the same --seeds and --sweep, another "
         "--workdir, or --overwrite")
   checkpoint.check_same_config(layout.ckpt_dir, meta.get("config", {}), layout.resolved(0))
-  return meta
 
 
-def _resume(run_parts, state: RunState, meta, is_main: bool):
-  """`state` restored from the latest checkpoint; environments rebuilt mid-episode when the
-  online phase had started."""
-  ckpt, layout, place, envs, tc = run_parts
+def _newest_restorable(ckpt, layout, state: RunState, rows, is_main: bool):
+  """(device tree, member files, meta) of the newest checkpoint that restores. Newer ones
+  that cannot be restored (truncated, files missing) are moved aside, never deleted, with
+  one warning each; when none restores, one CheckpointError."""
   device_like = {"agent": state.agents, "keys": state.keys, "eval_keys": state.eval_keys}
-  device, members, meta = ckpt.restore(meta["step"], device_like, place.rows, meta)
+  damaged, found = [], None
+  for step in reversed(ckpt.all_steps()):
+    try:
+      meta = ckpt.read_meta(step)
+      _check_same_run(ckpt, meta, layout)  # another run's checkpoint is an error, not damage
+      found = ckpt.restore(step, device_like, rows, meta)
+      break
+    except checkpoint.UnreadableCheckpoint as e:
+      damaged.append(e)
+  parallel.sync("checkpoints read")  # every process has read before any is moved
+  if is_main:
+    for e in damaged:
+      where = ckpt.move_aside(e.step)
+      resume = (f"resuming from step {found[2]['step']}" if found is not None
+                else "no older checkpoint restores")
+      print(f"warning: checkpoint {e.step} in {layout.ckpt_dir} cannot be restored "
+            f"({e.cause}); moved it to {where}; {resume}")
+  parallel.sync("damaged checkpoints moved aside")
+  ckpt.reload()
+  if found is None:
+    first = f" (the newest: {damaged[0].cause})" if damaged else ""
+    raise checkpoint.CheckpointError(
+        f"no checkpoint in {layout.ckpt_dir} can be restored{first}; they are kept there as "
+        "damaged-<step>; pass --overwrite to start again")
+  return found
+
+
+def _resume(run_parts, state: RunState, restored, is_main: bool):
+  """`state` with a restored checkpoint; environments rebuilt mid-episode when the online
+  phase had started."""
+  ckpt, layout, place, envs, tc = run_parts
+  device, members, meta = restored
   state, saved_obs = state_lib.restore(state, device, members, place.rows, meta)
   if is_main:
     print(f"resuming {layout.workdir} from its checkpoint at step {state.step}")
@@ -145,7 +174,9 @@ def setup(config, layout, mode: str, is_main: bool, mesh=None, source=None):
     ckpt = (checkpoint.Checkpointer(layout.ckpt_dir, tc.keep_checkpoints, tc.async_checkpointing,
                                     keep_steps=[tc.offline_steps])
             if tc.checkpoint_interval > 0 or mode == "resume" else None)
-    meta = _check_resumable(ckpt, layout) if mode == "resume" else None
+    restored = (_newest_restorable(ckpt, layout, state, place.rows, is_main)
+                if mode == "resume" else None)
+    meta = restored[2] if restored else None
     source = source if mode == "fresh" else None
     if meta is not None:
       state.fingerprints = meta["fingerprints"]
@@ -155,7 +186,7 @@ def setup(config, layout, mode: str, is_main: bool, mesh=None, source=None):
     start = meta["step"] if meta else source[0].step if source else 0
     state.buffers = make_buffers(data.load(start, state.fingerprints), len(place.rows), tc)
     if meta is not None:
-      state = _resume((ckpt, layout, place, envs, tc), state, meta, is_main)
+      state = _resume((ckpt, layout, place, envs, tc), state, restored, is_main)
     elif source is not None:
       state = init_from.start(source[0], state, place.rows, source[1], place)
       init_from.copy_offline_rows(source[0], source[1],

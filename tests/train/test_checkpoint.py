@@ -151,21 +151,60 @@ def test_a_finished_run_is_not_retrained_and_another_config_is_refused(reference
   assert read_csv(train_csv)["step"].max() == 20
 
 
+def _ckpt_dir(workdir):
+  return os.path.join(workdir, "cube-single-play-singletask-task2-v0", "checkpoints")
+
+
+def _truncate(step_dir):
+  for dirpath, _, files in os.walk(step_dir):
+    for f in files:
+      path = os.path.join(dirpath, f)
+      with open(path, "r+b") as fh:
+        fh.truncate(os.path.getsize(path) // 2)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "file missing"])
+def test_a_damaged_newest_checkpoint_is_moved_aside_and_the_run_resumes(reference, tmp_path,
+                                                                        damage):
+  """As a full disk or a lost node can leave it: the newest checkpoint's files cut short, or
+  one of its member files gone. The rerun moves it aside (nothing deleted), resumes from the
+  one before and ends with the uninterrupted run's numbers."""
+  ref, data = reference
+  work = str(tmp_path / "work")
+  shutil.copytree(ref, work)
+  ckpt = _ckpt_dir(work)
+  newest = max(_steps(ckpt))
+  if damage == "truncated":
+    _truncate(os.path.join(ckpt, str(newest)))
+  else:
+    os.remove(os.path.join(ckpt, "members", str(newest), "member_1.npz"))
+  res = _run(work, data)
+  assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr[-3000:]
+  before = sorted(_steps(_ckpt_dir(ref)))[-2]
+  assert (f"warning: checkpoint {newest} in {ckpt} cannot be restored (" in res.stdout
+          and f"moved it to {ckpt}/damaged-{newest}; resuming from step {before}" in res.stdout)
+  assert os.path.isdir(os.path.join(ckpt, f"damaged-{newest}"))
+  assert os.path.isdir(os.path.join(ckpt, "members", f"damaged-{newest}"))
+  _assert_same_metrics(ref, work)
+  for x, y in zip(jax.tree.leaves(_final_params(ref)), jax.tree.leaves(_final_params(work))):
+    np.testing.assert_array_equal(x, y)
+
+
 def test_corrupt_and_incompatible_checkpoints_are_one_line_errors(reference, tmp_path):
   ref, data = reference
-  # A damaged latest checkpoint.
+  # Every checkpoint damaged: one line, and every one of them kept (moved aside).
   work = str(tmp_path / "corrupt")
   shutil.copytree(ref, work)
-  latest = os.path.join(work, "cube-single-play-singletask-task2-v0", "checkpoints",
-                        str(OFFLINE + ONLINE))
-  for dirpath, _, files in os.walk(os.path.join(latest, "device")):
-    for f in files:
-      with open(os.path.join(dirpath, f), "wb") as fh:
-        fh.write(b"garbage")
+  ckpt = _ckpt_dir(work)
+  steps = _steps(ckpt)
+  for step in steps:
+    _truncate(os.path.join(ckpt, str(step), "device"))
   res = _run(work, data)
   assert res.returncode != 0 and "Traceback" not in res.stderr, res.stderr[-3000:]
   last = res.stderr.strip().splitlines()[-1]
-  assert last.startswith("error: checkpoint") and "cannot be restored" in last, last
+  assert last.startswith(f"error: no checkpoint in {ckpt} can be restored (the newest: "), last
+  assert sorted(n for n in os.listdir(ckpt) if n.startswith("damaged-")) == sorted(
+      f"damaged-{s}" for s in steps)
   # A checkpoint of another network (its config.json files gone, so only the checkpoint knows).
   work = str(tmp_path / "other")
   shutil.copytree(ref, work)
