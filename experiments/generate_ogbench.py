@@ -20,6 +20,11 @@ def _main(_argv) -> None:
   from absl import flags
 
   flags_ = flags.FLAGS
+  if flags_.dataset not in DATASETS:
+    sys.exit(f'error: unknown dataset {flags_.dataset!r}; choose one of: '
+             f'{", ".join(sorted(DATASETS))}')
+  if flags_.episodes < 1:
+    sys.exit(f'error: --episodes={flags_.episodes}: must be >= 1')
   t0 = time.time()
   train_path, val_path = generate(
       flags_.dataset,

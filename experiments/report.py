@@ -451,13 +451,13 @@ def main(argv):
     sys.exit("error: give one or more run directories")
   if not FLAGS.out:
     sys.exit("error: --out=DIR is required")
+  if FLAGS.paired and not FLAGS.reference:
+    sys.exit("error: --paired compares with a --reference row; give --reference=LABEL")
   try:
     runs = find_runs(argv[1:])
     rows = summarise(runs, FLAGS.label_key, FLAGS.tasks_order)
     if FLAGS.reference:
       rows = add_significance(rows, FLAGS.reference, FLAGS.compare_phase, FLAGS.paired)
-    elif FLAGS.paired:
-      raise ValueError("--paired compares with a --reference row; give --reference=LABEL")
   except ValueError as e:
     sys.exit(f"error: {e}")
   for name in FLAGS.tasks_order or []:

@@ -189,3 +189,29 @@ def test_bad_benchmark_flags_are_one_line(args, message):
   res = subprocess.run([sys.executable, "-m", "experiments.benchmark", *args], cwd=ROOT,
                        capture_output=True, text=True, timeout=300)
   assert message in _error_line(res)
+
+
+# (module, arguments, text the one error line must contain) for the other command lines.
+BAD_COMMANDS = [
+    ("experiments.evaluate", ["--workdir=/no/such/run"], "/no/such/run holds no checkpoints/"),
+    ("experiments.evaluate", ["--workdir=/tmp", "--episodes=0"], "need 1 <= --episodes"),
+    ("experiments.evaluate", ["--episodes=x"], "flag --episodes=x"),
+    ("experiments.report", ["/no/such/dir", "--out=/tmp/unused"], "/no/such/dir does not exist"),
+    ("experiments.report", ["--out=/tmp/unused"], "give one or more run directories"),
+    ("experiments.report", [".", "--out=/tmp/unused", "--paired"], "--paired compares with a "),
+    ("experiments.generate_ogbench", ["--dataset=nosuch-v0", "--out=/tmp/unused"],
+     "unknown dataset 'nosuch-v0'"),
+    ("experiments.generate_ogbench", ["--episodes=0", "--out=/tmp/unused"],
+     "--episodes=0: must be >= 1"),
+    ("experiments.generate_robomimic", ["--task=nosuch", "--episodes=1", "--out=/tmp/u.hdf5"],
+     "unknown Robomimic task 'nosuch'"),
+]
+
+
+@pytest.mark.parametrize("module, args, message", BAD_COMMANDS,
+                         ids=[f"{m} {' '.join(a)}" for m, a, _ in BAD_COMMANDS])
+def test_bad_inputs_of_the_other_commands_are_one_line(module, args, message, tmp_path):
+  res = subprocess.run([sys.executable, "-m", module, *args], cwd=tmp_path if module.endswith(
+      "report") else ROOT, capture_output=True, text=True, timeout=300,
+      env=dict(os.environ, PYTHONPATH=ROOT))
+  assert message in _error_line(res)
