@@ -75,7 +75,7 @@ def _fresh_state(method, config, layout, place, obs_dim: int, action_dim: int):
   return RunState.fresh(agent_states, keys, eval_keys, [members[i].seed for i in place.rows])
 
 
-def _check_same_run(ckpt, meta, layout):
+def _check_same_run(meta, layout):
   """CheckpointError unless checkpoint `meta` is this run's (members and config)."""
   if meta.get("members") != [m.name for m in layout.members]:
     raise checkpoint.CheckpointError(
@@ -94,7 +94,7 @@ def _newest_restorable(ckpt, layout, state: RunState, rows, is_main: bool):
   for step in reversed(ckpt.all_steps()):
     try:
       meta = ckpt.read_meta(step)
-      _check_same_run(ckpt, meta, layout)  # another run's checkpoint is an error, not damage
+      _check_same_run(meta, layout)  # another run's checkpoint is an error, not damage
       found = ckpt.restore(step, device_like, rows, meta)
       break
     except checkpoint.UnreadableCheckpoint as e:
