@@ -1,17 +1,143 @@
-"""Checks of a run's config before anything is built, so a bad value is one clear error."""
+"""Checks of a run's config before anything is built, so a bad value is one clear error.
 
-from typing import Sequence
+Every numeric, list and choice field of every method's config has a rule here (`RULES`);
+docs/checkpoints.md lists them and tests/train/test_validation.py checks every field
+against its rule with bad values (NaN, infinities, negatives, zero, huge, wrong types).
+A field left `None` (a placeholder) takes its documented automatic value and is not checked.
+"""
+
+import dataclasses
+import math
+from typing import Optional, Sequence, Tuple
 
 
-# The largest seed every random number generator of a run accepts (jax's PRNGKey: int32).
+# The largest seed every random number generator of a run accepts (jax's PRNGKey: int32),
+# and the largest count or step of any integer field (the trainer's step counters are int32).
 MAX_SEED = 2**31 - 1
+MAX_INT = 2**31 - 1
 
 
 class ConfigError(ValueError):
   """A config value that no run can use."""
 
 
-def _get(config, path):
+def _is_int(v) -> bool:
+  return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+  return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+  """What one field accepts.
+
+  kind: "int" (an integer in [lo, hi]), "number" (a finite number between lo and hi, either
+  end open), "choice" (one of `options`), "widths" (a non-empty list of positive integers),
+  "temperatures" (a non-empty list of positive finite numbers).
+  """
+  kind: str
+  lo: float = -math.inf
+  hi: float = math.inf
+  lo_open: bool = False
+  hi_open: bool = False
+  options: Tuple[str, ...] = ()
+
+  def accepts(self, v) -> bool:
+    if self.kind == "int":
+      return _is_int(v) and self.lo <= v <= self.hi
+    if self.kind == "number":
+      return (_is_number(v) and math.isfinite(v)
+              and (v > self.lo if self.lo_open else v >= self.lo)
+              and (v < self.hi if self.hi_open else v <= self.hi))
+    if self.kind == "choice":
+      return v in self.options
+    if self.kind == "widths":
+      return (isinstance(v, (tuple, list)) and len(v) > 0
+              and all(_is_int(h) and 0 < h <= MAX_INT for h in v))
+    if self.kind == "temperatures":
+      return (isinstance(v, (tuple, list)) and len(v) > 0
+              and all(_is_number(r) and math.isfinite(r) and r > 0 for r in v))
+    raise ValueError(f"unknown rule kind {self.kind!r}")
+
+  def text(self) -> str:
+    """The rule as the error line and the docs say it."""
+    if self.kind == "int":
+      return f"must be an integer in [{self.lo}, {self.hi}]"
+    if self.kind == "number":
+      lo = "-inf" if self.lo == -math.inf else f"{self.lo:g}"
+      hi = "inf" if self.hi == math.inf else f"{self.hi:g}"
+      return (f"must be a finite number in {'(' if self.lo_open or self.lo == -math.inf else '['}"
+              f"{lo}, {hi}{')' if self.hi_open or self.hi == math.inf else ']'}")
+    if self.kind == "choice":
+      return f"must be one of {', '.join(self.options)}"
+    if self.kind == "widths":
+      return "must be a non-empty list of positive layer widths"
+    return "must be a non-empty list of positive temperatures R"
+
+
+def count(minimum=1):
+  return Rule("int", lo=minimum, hi=MAX_INT)
+
+
+def number(lo=-math.inf, hi=math.inf, lo_open=False, hi_open=False):
+  return Rule("number", lo=lo, hi=hi, lo_open=lo_open, hi_open=hi_open)
+
+
+def choice(*options):
+  return Rule("choice", options=options)
+
+
+# Field -> rule, for every method's fields (a method's config holds the agent fields it uses).
+RULES = {
+    "seed": Rule("int", lo=0, hi=MAX_SEED),
+    # env
+    "env.num_shards": count(),
+    "env.shard_interval": count(0),
+    "env.success_timing": choice("pre", "post"),
+    "env.generate_episodes": count(0),
+    "env.generate_episode_length": count(),
+    "env.generate_task_goal_prob": number(0.0, 1.0),
+    # train
+    **{f"train.{f}": count() for f in (
+        "batch_size", "log_interval", "eval_interval", "updates_per_dispatch",
+        "keep_checkpoints", "replay_capacity", "eval_envs")},
+    **{f"train.{f}": count(0) for f in (
+        "offline_steps", "online_steps", "start_training", "eval_episodes",
+        "checkpoint_interval", "video_episodes", "env_workers")},
+    "train.eval_seed": Rule("int", lo=0, hi=MAX_SEED),
+    "train.video_size": count(16),
+    "train.on_nonfinite": choice("stop", "skip"),
+    "train.matmul_precision": choice("fp32", "tf32", "bf16", "default"),
+    # agent: shared
+    **{f"agent.{f}": count() for f in (
+        "chunk_len", "num_act_samples", "num_target_samples", "critic_ensemble", "num_gen",
+        "num_candidates", "top_k", "flow_steps")},
+    "agent.actor_hidden": Rule("widths"),
+    "agent.critic_hidden": Rule("widths"),
+    "agent.discount": number(0.0, 1.0, lo_open=True),
+    "agent.tau": number(0.0, 1.0),
+    "agent.ema_tau": number(0.0, 1.0),
+    "agent.lr": number(0.0, lo_open=True),
+    "agent.topk_weight": number(0.0),
+    "agent.topk_mode": choice("hard", "soft"),
+    # agent: drifting (DFP)
+    "agent.temperatures": Rule("temperatures"),
+    "agent.kernel": choice("laplace", "gaussian"),
+    "agent.affinity_floor": number(0.0, 1.0),
+    # agent: flow (FQL) and MeanFlow (MVP)
+    "agent.alpha": number(0.0),
+    "agent.adaptive_weight_p": number(0.0),
+    "agent.time_sampler": choice("lognorm", "uniform"),
+    "agent.time_mean": number(),
+    "agent.time_std": number(0.0, lo_open=True),
+    "agent.velocity_time": choice("r", "t"),
+    "agent.velocity_weight": number(0.0),
+}
+
+
+def _get(config, path) -> Optional[object]:
   node = config
   for part in path.split("."):
     if part not in node:
@@ -21,73 +147,18 @@ def _get(config, path):
 
 
 def check_config(config):
-  """Raise ConfigError naming the first field of `config` that is out of range."""
-  def need(ok, path, rule):
-    if not ok:
-      raise ConfigError(f"config {path}={_get(config, path)!r}: {rule}")
-
-  def positive_int(path, minimum=1):
+  """Raise ConfigError naming the first field of `config` that breaks its rule."""
+  for path, rule in RULES.items():
     v = _get(config, path)
-    if v is not None:
-      need(isinstance(v, int) and not isinstance(v, bool) and v >= minimum, path,
-           f"must be an integer >= {minimum}")
-
-  def number_in(path, lo, hi, lo_open=False):
-    v = _get(config, path)
-    if v is not None:
-      ok = isinstance(v, (int, float)) and not isinstance(v, bool)
-      ok = ok and (v > lo if lo_open else v >= lo) and v <= hi
-      need(ok, path, f"must be in {'(' if lo_open else '['}{lo}, {hi}]")
-
-  def choice(path, options: Sequence[str]):
-    v = _get(config, path)
-    if v is not None:
-      need(v in options, path, f"must be one of {', '.join(options)}")
-
-  seed = _get(config, "seed")
-  if seed is not None:
-    need(isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed <= MAX_SEED, "seed",
-         f"must be an integer in [0, {MAX_SEED}]")
-  for path in ("train.batch_size", "train.log_interval", "train.eval_interval",
-               "train.updates_per_dispatch", "train.keep_checkpoints", "agent.chunk_len",
-               "agent.num_act_samples", "agent.num_target_samples", "agent.critic_ensemble",
-               "agent.num_gen", "agent.num_candidates", "agent.top_k", "agent.flow_steps",
-               "train.replay_capacity"):
-    positive_int(path)
-  for path in ("train.offline_steps", "train.online_steps", "train.start_training",
-               "train.eval_episodes", "train.checkpoint_interval", "train.video_episodes"):
-    positive_int(path, minimum=0)
-  positive_int("train.video_size", minimum=16)
-  positive_int("train.env_workers", minimum=0)
-  positive_int("train.eval_envs")
-  number_in("agent.discount", 0.0, 1.0, lo_open=True)
-  number_in("agent.tau", 0.0, 1.0)
-  number_in("agent.ema_tau", 0.0, 1.0)
-  number_in("agent.lr", 0.0, float("inf"), lo_open=True)
-  number_in("agent.topk_weight", 0.0, float("inf"))
-  for path in ("agent.actor_hidden", "agent.critic_hidden"):
-    v = _get(config, path)
-    if v is not None:
-      need(len(v) > 0 and all(isinstance(h, int) and h > 0 for h in v), path,
-           "must be a non-empty list of positive layer widths")
-  temps = _get(config, "agent.temperatures")
-  if temps is not None:
-    need(len(temps) > 0 and all(isinstance(r, (int, float)) and r > 0 for r in temps),
-         "agent.temperatures", "must be a non-empty list of positive temperatures R")
-  if _get(config, "agent.top_k") is not None and _get(config, "agent.num_candidates") is not None:
-    need(config.agent.top_k <= config.agent.num_candidates, "agent.top_k",
-         f"K must not exceed the {config.agent.num_candidates} candidates (agent.num_candidates)")
-  choice("agent.kernel", ("laplace", "gaussian"))
-  choice("agent.topk_mode", ("hard", "soft"))
-  choice("agent.time_sampler", ("lognorm", "uniform"))
-  choice("agent.velocity_time", ("r", "t"))
-  number_in("agent.affinity_floor", 0.0, 1.0)
-  choice("env.success_timing", ("pre", "post"))
-  choice("train.on_nonfinite", ("stop", "skip"))
-  choice("train.matmul_precision", ("fp32", "tf32", "bf16", "default"))
+    if v is not None and not rule.accepts(v):
+      raise ConfigError(f"config {path}={v!r}: {rule.text()}")
+  top_k, candidates = _get(config, "agent.top_k"), _get(config, "agent.num_candidates")
+  if top_k is not None and candidates is not None and top_k > candidates:
+    raise ConfigError(f"config agent.top_k={top_k!r}: K must not exceed the {candidates} "
+                      "candidates (agent.num_candidates)")
 
 
-def check_members(config, members):
+def check_members(config, members: Sequence):
   """check_config on every population member's config (its seed and swept values), naming
   the member: a swept value is checked as the same value given with --config would be."""
   for member in members:
