@@ -128,19 +128,30 @@ def best_of(agent, sample: Callable, obs, keys, num):
   return select_best(q, chunks)
 
 
-def top_k_positives(q, candidates, k, soft: bool = False):
+# Top-K weightings (`agent.topk_mode`): "hard" weighs the K positives equally (the paper);
+# "soft" is the released soft variant, max(2 (q - min) / (max - min) - 1, 0) with min and max
+# over the state's N candidates, so candidates below the mid-range get weight 0;
+# "soft_minmax" is (q - min) / (max - min), this project's soft weighting before it matched.
+TOPK_MODES = ("hard", "soft", "soft_minmax")
+
+
+def top_k_positives(q, candidates, k, mode: str = "hard"):
   """The K best candidates by Q and their weights. q: [B, N], candidates: [B, N, S].
 
-  Returns (positives [B, K, S], weights [B, K] or None). `soft` weights each
-  positive by its Q min-max normalised over the state's N candidates, clipped
-  at 0 (the released "soft" variant); hard top-K weighs them equally (None).
+  Returns (positives [B, K, S], weights [B, K] or None for equal weights), weighted as
+  `mode` (TOPK_MODES) says.
   """
+  if mode not in TOPK_MODES:
+    raise ValueError(f"top-K mode {mode!r}: expected one of {', '.join(TOPK_MODES)}")
   top_q, idx = jax.lax.top_k(q, k)
   positives = jnp.take_along_axis(candidates, idx[..., None], axis=1)
-  if not soft:
+  if mode == "hard":
     return positives, None
   low, high = q.min(-1, keepdims=True), q.max(-1, keepdims=True)
-  return positives, jnp.maximum((top_q - low) / jnp.maximum(high - low, 1e-8), 0.0)
+  unit = (top_q - low) / jnp.maximum(high - low, 1e-8)
+  if mode == "soft":
+    return positives, jnp.maximum(2.0 * unit - 1.0, 0.0)
+  return positives, jnp.maximum(unit, 0.0)
 
 
 def td_loss(agent, critic_params, batch, next_chunk, axis_name=None):

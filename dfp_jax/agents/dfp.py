@@ -33,7 +33,7 @@ def get_config():
   c.relative_floor = False                # scale the floor by 8x9 / (N_gen x targets)
   c.clip_samples = True                   # clip policy samples to [-1, 1] before the drift (impl)
   c.bc_mask_invalid = False               # mask chunks that cross an episode end out of L_BC
-  c.topk_mode = "hard"                    # "hard": top-K equal weights; "soft": weighted by Q
+  c.topk_mode = "hard"                    # "hard": equal weights; "soft" / "soft_minmax": by Q (base.TOPK_MODES)
   c.topk_offline = False                  # pure offline-RL variant: top-K term from step 0
   c.use_topk = True                       # False: DFP without top-K (best-of-N' only)
   return c
@@ -89,7 +89,7 @@ def actor_loss(agent, actor_params, batch, keys, axis_name=None, *, use_topk: bo
     candidates, q = scored_samples(
         agent, lambda o, k, n: sample_chunks(agent, agent.anchor_params, o, k, n), obs,
         fold(keys, 1), c.num_candidates)
-    positives, weights = top_k_positives(q, candidates, c.top_k, soft=c.topk_mode == "soft")
+    positives, weights = top_k_positives(q, candidates, c.top_k, c.topk_mode)
     topk_loss, topk_info = drift(gen, jax.lax.stop_gradient(positives),
                                  pos_weights=jax.lax.stop_gradient(weights))
     loss = loss + hparam(agent, "topk_weight") * topk_loss

@@ -18,7 +18,7 @@ loss weight, IVC at t) stays reachable through the config.
 `use_topk` adds the backbone ablation: DFP's top-K positives from the EMA
 anchor, fitted with the same MeanFlow loss (weight lambda), online only by
 default; `topk_offline=True` runs it in both phases with the anchor tracking
-the actor from step 0, as the released MVP config does.
+the actor from step 0 and reset to it at the online switch, as the released MVP code does.
 """
 
 import functools
@@ -44,7 +44,7 @@ def get_config():
   c.num_act_samples = 16          # N: best-of-N when acting (our choice: DFP's N')
   c.num_target_samples = 16       # best-of-N next chunk in the critic target
   c.use_topk = False              # True: MVP + top-K (the backbone ablation)
-  c.topk_offline = False          # top-K: also offline, anchor EMA from step 0 (released config)
+  c.topk_offline = False          # top-K: also offline, anchor EMA from step 0, reset online (released)
   c.num_candidates = 16           # top-K: N anchor candidates per state
   c.top_k = 4                     # top-K: K positives
   c.topk_weight = 0.5             # top-K: lambda
@@ -172,6 +172,6 @@ def act(agent: MVPAgent, obs, key, num_samples: Optional[int] = None):
 
 
 def start_online(agent: MVPAgent):
-  """pi_old <- pi_theta at the online phase, unless the anchor has tracked the actor since
-  step 0 (`topk_offline`, the released both-phase config)."""
-  return agent if agent.config.topk_offline else base.reset_anchor(agent)
+  """pi_old <- pi_theta at the online phase, also after a both-phase top-K offline phase
+  (`topk_offline`), whose anchor the released code resets to the actor at the switch."""
+  return base.reset_anchor(agent)

@@ -121,7 +121,7 @@ RULES = {
     "agent.ema_tau": number(0.0, 1.0),
     "agent.lr": number(0.0, lo_open=True),
     "agent.topk_weight": number(0.0),
-    "agent.topk_mode": choice("hard", "soft"),
+    "agent.topk_mode": choice("hard", "soft", "soft_minmax"),
     # agent: drifting (DFP)
     "agent.temperatures": Rule("temperatures"),
     "agent.kernel": choice("laplace", "gaussian"),

@@ -74,7 +74,7 @@ def base_config(method: str, agent_config):
   c.train.data_parallel = True       # split each batch over all devices when there are several
   c.train.init_from = ""              # WORKDIR[@STEP]: start online from that run's offline phase
   c.train.eval_interval = 100_000    # steps between evaluations (each phase)
-  c.train.eval_episodes = 50         # seeded evaluation episodes
+  c.train.eval_episodes = 100        # seeded evaluation episodes (the released trainer's count)
   c.train.eval_seed = 1_000_000      # seed of the first evaluation episode
   c.train.eval_envs = config_dict.placeholder(int)  # episodes per member run side by side (None: auto)
   c.train.env_workers = config_dict.placeholder(int)  # env worker processes (None: usable cores; 0: none)

@@ -2,7 +2,8 @@
 
 The top-K term runs online only, as the paper's separate MVP and MVP + top-K rows
 suggest; `--config.agent.topk_offline=True` runs it in both phases with the EMA
-anchor from step 0, as the released MVP config does (docs/methods.md).
+anchor from step 0, reset to the actor at the online switch, as the released MVP code
+does (docs/methods.md).
 """
 
 from experiments.configs import common, dfp, mvp

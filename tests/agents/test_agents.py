@@ -165,6 +165,18 @@ def _velocity_only_loss(agent, params, batch, keys):
   return jnp.mean(jnp.square(u - (e - x)), -1)
 
 
+def test_mvp_resets_its_anchor_at_the_online_switch_in_both_topk_variants():
+  """The released both-phase MVP + top-K tracks the actor by EMA from step 0 and resets the
+  anchor to the actor at the online switch, as the online-only variant does."""
+  for topk_offline in (False, True):
+    config = ml_collections.FrozenConfigDict(_config("mvp_topk", topk_offline=topk_offline))
+    agent = mvp.create(config, 2, 2, jax.random.PRNGKey(0))
+    agent = agent.replace(anchor_params=jax.tree.map(jnp.zeros_like, agent.anchor_params))
+    switched = mvp.start_online(agent)
+    for a, b in zip(jax.tree.leaves(switched.anchor_params), jax.tree.leaves(agent.actor_params)):
+      np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("lib,sample", [
     (bfn, bfn.sample_chunks),
     (mvp, mvp._policy_samples),
@@ -200,6 +212,10 @@ def test_every_config_file_has_every_preset_and_its_method():
       if preset in common.ONLINE_TASKS or preset == "quick":
         assert c.agent.chunk_len == (5 if method in ("dfp", "dfp_no_topk", "qc_fql", "qc_bfn",
                                                      "mvp", "mvp_topk") else 1)
+      # The released trainer's 100 evaluation episodes on the paper's tasks; quick its own 36.
+      paper = preset in common.ONLINE_TASKS or preset in common.ROBOMIMIC_TASKS
+      if paper or preset == "quick":
+        assert c.train.eval_episodes == (100 if paper else 36), (method, preset)
   assert fql.get_config().alpha == 100.0
   assert bfn.get_config().num_act_samples == 32  # QC-BFN
   from experiments.configs import bfn as bfn_configs

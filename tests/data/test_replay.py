@@ -73,10 +73,18 @@ def test_top_k_positives_are_the_best_candidates():
   np.testing.assert_array_equal(pos[0], cand[0, [1, 3]])
   np.testing.assert_array_equal(pos[1], cand[1, [0, 1]])
   assert weights is None  # hard top-K: equal weights
-  # Soft: the same positives, weighted by Q min-max normalised over all N candidates.
-  soft_pos, soft_w = dfp.top_k_positives(q, cand, 2, soft=True)
-  np.testing.assert_array_equal(soft_pos, pos)
-  np.testing.assert_allclose(soft_w, [[1.0, 4.0 / 6.0], [1.0, 0.75]], rtol=1e-6)
+  # Soft (the released variant): max(2 (q - min) / (max - min) - 1, 0) over all N candidates,
+  # so a positive below the mid-range weighs 0 (row 0's fourth best, q = 0.1, of [-1, 5]).
+  soft_pos, soft_w = dfp.top_k_positives(q, cand, 4, "soft")
+  np.testing.assert_array_equal(soft_pos[:, :2], pos)
+  np.testing.assert_allclose(soft_w, [[1.0, 1.0 / 3.0, 0.0, 0.0], [1.0, 0.5, 0.0, 0.0]],
+                             rtol=1e-6, atol=1e-7)
+  # soft_minmax: (q - min) / (max - min), the weighting this project had before.
+  _, minmax_w = dfp.top_k_positives(q, cand, 4, "soft_minmax")
+  np.testing.assert_allclose(minmax_w, [[1.0, 4.0 / 6.0, 0.5, 1.1 / 6.0], [1.0, 0.75, 0.5, 0.25]],
+                             rtol=1e-6)
+  with pytest.raises(ValueError, match="top-K mode 'nosuch'"):
+    dfp.top_k_positives(q, cand, 2, "nosuch")
 
 
 def _transition(i, terminal=False):
