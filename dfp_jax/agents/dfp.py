@@ -35,6 +35,7 @@ def get_config():
   c.bc_mask_invalid = False               # mask chunks that cross an episode end out of L_BC
   c.topk_mode = "hard"                    # "hard": equal weights; "soft" / "soft_minmax": by Q (base.TOPK_MODES)
   c.topk_offline = False                  # pure offline-RL variant: top-K term from step 0
+  c.num_bottom_negatives = 0              # the lowest-Q candidates as fixed negatives of L_topK (impl)
   c.use_topk = True                       # False: DFP without top-K (best-of-N' only)
   return c
 
@@ -90,7 +91,9 @@ def actor_loss(agent, actor_params, batch, keys, axis_name=None, *, use_topk: bo
         agent, lambda o, k, n: sample_chunks(agent, agent.anchor_params, o, k, n), obs,
         fold(keys, 1), c.num_candidates)
     positives, weights = top_k_positives(q, candidates, c.top_k, c.topk_mode)
+    negatives = bottom_candidates(q, candidates, c.num_bottom_negatives)
     topk_loss, topk_info = drift(gen, jax.lax.stop_gradient(positives),
+                                 None if negatives is None else jax.lax.stop_gradient(negatives),
                                  pos_weights=jax.lax.stop_gradient(weights))
     loss = loss + hparam(agent, "topk_weight") * topk_loss
     info.update({f"actor/topk_{k}": v for k, v in topk_info.items()})
@@ -99,6 +102,16 @@ def actor_loss(agent, actor_params, batch, keys, axis_name=None, *, use_topk: bo
   info["actor/loss"] = loss
   info["actor/sample_abs"] = jnp.abs(gen).mean()
   return loss, info
+
+
+def bottom_candidates(q, candidates, num: int):
+  """The `num` lowest-Q candidates [B, num, S] (None for 0): the released agent's optional
+  fixed negatives of the top-K term, repelling the policy from the worst candidates as well
+  as from its own samples. q: [B, N], candidates: [B, N, S]."""
+  if not num:
+    return None
+  _, idx = jax.lax.top_k(-q, num)
+  return jnp.take_along_axis(candidates, idx[..., None], axis=1)
 
 
 def uses_topk(config, online: bool) -> bool:

@@ -33,7 +33,7 @@ ONLINE_FIELDS = ("method", "seed", "train.init_from", "train.online_steps",
 # The top-K term's fields, online-phase fields when top-K runs online only (the anchor is
 # reset to the actor at the switch, so its offline EMA is discarded).
 TOPK_FIELDS = ("agent.use_topk", "agent.top_k", "agent.topk_weight", "agent.num_candidates",
-               "agent.ema_tau", "agent.topk_mode")
+               "agent.ema_tau", "agent.topk_mode", "agent.num_bottom_negatives")
 
 
 class InitFromError(ValueError):

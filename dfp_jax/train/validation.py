@@ -114,6 +114,7 @@ RULES = {
     **{f"agent.{f}": count() for f in (
         "chunk_len", "num_act_samples", "num_target_samples", "critic_ensemble", "num_gen",
         "num_candidates", "top_k", "flow_steps")},
+    "agent.num_bottom_negatives": count(0),
     "agent.actor_hidden": Rule("widths"),
     "agent.critic_hidden": Rule("widths"),
     "agent.discount": number(0.0, 1.0, lo_open=True),
@@ -156,6 +157,10 @@ def check_config(config):
   if top_k is not None and candidates is not None and top_k > candidates:
     raise ConfigError(f"config agent.top_k={top_k!r}: K must not exceed the {candidates} "
                       "candidates (agent.num_candidates)")
+  bottom = _get(config, "agent.num_bottom_negatives")
+  if bottom and top_k is not None and candidates is not None and bottom > candidates - top_k:
+    raise ConfigError(f"config agent.num_bottom_negatives={bottom!r}: at most N - K = "
+                      f"{candidates - top_k} candidates are left below the top-K")
 
 
 def check_members(config, members: Sequence):

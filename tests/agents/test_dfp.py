@@ -195,3 +195,36 @@ def test_offline_update_does_not_depend_on_use_topk():
       actors.append(jax.device_get(agent.actor_params))
     assert any(not np.array_equal(x, y)
                for x, y in zip(jax.tree.leaves(actors[0]), jax.tree.leaves(actors[1]))), extra
+
+
+def test_bottom_negatives_are_the_lowest_q_candidates_as_fixed_negatives_of_the_topk_term():
+  """agent.num_bottom_negatives = 3: the top-K drift term is drift_loss with the 3 lowest-Q
+  anchor candidates as explicit negatives; 0 is the term without them."""
+  base_config = _small_config(num_candidates=8, top_k=2)
+  batch = _bandit_batch(np.random.default_rng(3), 16)
+  keys = example_keys(jax.random.PRNGKey(4), 16)
+  losses = {}
+  for bottom in (0, 3):
+    config = ml_collections.FrozenConfigDict(dict(base_config, num_bottom_negatives=bottom))
+    agent = dfp.create(config, obs_dim=2, action_dim=1, key=jax.random.PRNGKey(0))
+    _, info = dfp.actor_loss(agent, agent.actor_params, batch, keys, use_topk=True)
+    losses[bottom] = float(info["actor/topk_loss"])
+  # The same term computed by hand: candidates and Q as the agent draws them, then drift_loss.
+  from dfp_jax.per_example import fold, normal, repeat_obs
+  c = agent.config
+  obs = batch["observations"]
+  gen = jnp.clip(agent.actor.apply({"params": agent.actor_params}, repeat_obs(obs, c.num_gen),
+                                   normal(fold(keys, 0), c.num_gen, agent.chunk_size)), -1, 1)
+  candidates, q = base.scored_samples(
+      agent, lambda o, k, n: dfp.sample_chunks(agent, agent.anchor_params, o, k, n), obs,
+      fold(keys, 1), c.num_candidates)
+  order = np.argsort(np.asarray(q), axis=1)
+  positives = np.take_along_axis(np.asarray(candidates), order[:, ::-1][:, :2, None], axis=1)
+  negatives = np.take_along_axis(np.asarray(candidates), order[:, :3, None], axis=1)
+  np.testing.assert_array_equal(dfp.bottom_candidates(q, candidates, 3), negatives)
+  assert dfp.bottom_candidates(q, candidates, 0) is None
+  drift = functools.partial(dfp.drifting.drift_loss, temperatures=c.temperatures,
+                            kernel=c.kernel, affinity_floor=c.affinity_floor)
+  np.testing.assert_allclose(losses[3], float(drift(gen, positives, negatives)[0]), rtol=1e-5)
+  np.testing.assert_allclose(losses[0], float(drift(gen, positives)[0]), rtol=1e-5)
+  assert abs(losses[3] - losses[0]) > 1e-4  # the negatives change the field

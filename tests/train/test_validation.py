@@ -22,6 +22,12 @@ CONFIG_FILES = sorted(p for p in glob.glob(os.path.join(ROOT, "experiments", "co
 NUMERIC_BAD = ["nan", "inf", "-inf", "-1", "0", "-0.5", "0.5", "1e30", str(10**30), "x", "True"]
 LIST_BAD = ["()", "(0,)", "(-1,2)", "(nan,)", "(inf,)", "(1e30,)", "x"]
 CHOICE_BAD = ["no_such_value", ""]
+# Rules between fields, checked beside the table: field -> (its message, whether it holds).
+CROSS = {
+    "agent.top_k": ("K must not exceed", lambda a: a.top_k <= a.num_candidates),
+    "agent.num_bottom_negatives": ("at most N - K",
+                                   lambda a: a.num_bottom_negatives <= a.num_candidates - a.top_k),
+}
 
 
 def _parse(config_file, overrides):
@@ -97,8 +103,11 @@ def test_bad_values_are_refused_in_one_line_or_accepted_by_the_rule(field):
     except validation.ConfigError as e:
       message = str(e)
       assert "\n" not in message and message.startswith(f"config {field}="), (field, text, e)
-      assert rule.text() in message or "K must not exceed" in message, (field, text, e)
-      assert not rule.accepts(value) or field == "agent.top_k", (field, text)
+      cross = CROSS.get(field)
+      if rule.accepts(value):  # then only a rule between fields may refuse it
+        assert cross and cross[0] in message and not cross[1](config.agent), (field, text, e)
+      else:
+        assert rule.text() in message, (field, text, e)
       continue
     # Accepted: only values the rule accepts, never a non-finite, wrong-typed or huge value.
     assert rule.accepts(value), (field, text, value)
@@ -138,9 +147,6 @@ def test_random_values_are_accepted_exactly_inside_the_bounds(field):
   else:
     values = [float(v) for v in spread]
   parent, _, leaf = field.rpartition(".")
-  node = config
-  for part in parent.split(".") if parent else ():
-    node = node[part]
   for v in values:
     probe = config.copy_and_resolve_references()
     target = probe
@@ -148,18 +154,18 @@ def test_random_values_are_accepted_exactly_inside_the_bounds(field):
       target = target[part]
     with target.ignore_type():
       target[leaf] = v
-    if field == "agent.num_candidates":
-      probe.agent.top_k = 1  # K <= N is checked beside the table (with agent.top_k)
+    if field == "agent.num_candidates":  # K <= N and the bottom negatives: CROSS, checked
+      probe.agent.top_k, probe.agent.num_bottom_negatives = 1, 0  # with the other fields
     try:
       validation.check_config(probe)
       accepted = True
     except validation.ConfigError as e:
       accepted = False
-      assert str(e).startswith(f"config {field}=") or "K must not exceed" in str(e), e
-    if field == "agent.top_k" and v > node.get("num_candidates", math.inf):
-      assert not accepted, v
-      continue
-    assert accepted == _expected(rule, v), (field, v)
+      assert str(e).startswith(f"config {field}="), e
+    expected = _expected(rule, v)
+    if expected and field in CROSS:
+      expected = CROSS[field][1](probe.agent)
+    assert accepted == expected, (field, v)
 
 
 @pytest.mark.parametrize("field", population.SWEEPABLE)
