@@ -11,7 +11,34 @@ dataset file must exist before the environment can.
 import os
 import re
 
+import gymnasium as gym
+import numpy as np
+
 from dfp_jax.data import DatasetError, ogbench_data, robomimic_data, synthetic
+
+
+def sparse_rewards(rewards):
+  """`env.sparse_reward`: -1 for every reward that is not 0, 0 where it is (the task is
+  solved), as Q-chunking's `--sparse` does to offline and online rewards alike."""
+  return -(np.asarray(rewards) != 0).astype(np.float32)
+
+
+class SparseReward(gym.Wrapper):
+  """An environment whose step rewards are `sparse_rewards` of its own; other attributes are
+  the wrapped environment's."""
+
+  def step(self, action):
+    obs, reward, terminated, truncated, info = self.env.step(action)
+    return obs, float(sparse_rewards(reward)), terminated, truncated, info
+
+  def __getattr__(self, name):
+    if name.startswith("_"):
+      raise AttributeError(name)
+    return getattr(self.env, name)
+
+
+def _rewarded(env, env_config):
+  return SparseReward(env) if env_config.get("sparse_reward") else env
 
 
 def is_robomimic(task: str) -> bool:
@@ -72,7 +99,12 @@ def count_shards(env_config) -> int:
 
 
 def make_env(env_config):
-  """A fresh environment of the task, with the gymnasium interface."""
+  """A fresh environment of the task, with the gymnasium interface (sparse rewards with
+  `env.sparse_reward`)."""
+  return _rewarded(_make_env(env_config), env_config)
+
+
+def _make_env(env_config):
   if synthetic.is_synthetic(env_config.task):
     return synthetic.make_env(env_config.task)
   if is_robomimic(env_config.task):
@@ -86,8 +118,18 @@ def load_task(env_config, *, num_shards=None, shard=None):
   """(env, train dataset, validation dataset or None) of the task; see ogbench_data.load_task.
 
   A Robomimic file is read whole (or its `env.dataset_filter` split) and has
-  no validation part here.
+  no validation part here. With `env.sparse_reward` the datasets' rewards and the
+  environment's are `sparse_rewards`.
   """
+  env, train, val = _load_task(env_config, num_shards=num_shards, shard=shard)
+  if env_config.get("sparse_reward"):
+    for data in (train, val):
+      if data is not None:
+        data["rewards"] = sparse_rewards(data["rewards"])
+  return _rewarded(env, env_config), train, val
+
+
+def _load_task(env_config, *, num_shards=None, shard=None):
   if synthetic.is_synthetic(env_config.task):
     return synthetic.make_env(env_config.task), synthetic.dataset(env_config.task), None
   if not is_robomimic(env_config.task):
@@ -95,7 +137,7 @@ def load_task(env_config, *, num_shards=None, shard=None):
                                   shard=shard, success_timing=env_config.success_timing)
   path = robomimic_file(env_config)
   data = robomimic_data.load_dataset(path, env_config.get("dataset_filter"))
-  env = make_env(env_config)
+  env = _make_env(env_config)
   data.pop("env_meta")
   ogbench_data.check_dataset(data, env.observation_space.shape[0], env.action_space.shape[0],
                              os.path.basename(path))

@@ -59,6 +59,7 @@ def base_config(method: str, agent_config):
   c.env.num_shards = config_dict.placeholder(int)  # read only this many shards of sharded data
   c.env.shard_interval = 1_000  # sharded data: next shard every this many steps (0: no swaps)
   c.env.success_timing = "post"  # "post": the paper's (ogbench 1.1.2); ogbench >= 1.2 uses "pre"
+  c.env.sparse_reward = False   # -1 until success, 0 at it, offline and online (Q-chunking's --sparse)
   c.env.generate_episodes = 0   # > 0: generate this many play episodes if the data is missing
   c.env.generate_episode_length = config_dict.placeholder(int)  # None: the official length
   c.env.generate_task_goal_prob = 0.0  # generated play: fraction of targets that are the task's goal

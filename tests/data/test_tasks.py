@@ -1,10 +1,12 @@
 """Task names route to OGBench or Robomimic; the Robomimic presets carry the paper's values."""
 
+import json
 import os
 import subprocess
 import sys
 import types
 
+import numpy as np
 import pytest
 from ml_collections import ConfigDict
 
@@ -138,3 +140,46 @@ def test_a_synthetic_task_has_the_real_sizes_and_episode_length_and_no_simulator
     assert truncated == (t == 500)
   with pytest.raises(DatasetError, match="unknown synthetic task 'synthetic-nope'"):
     tasks.check_task("synthetic-nope")
+
+
+def test_sparse_reward_applies_to_the_offline_data_the_online_steps_and_evaluation(tmp_path):
+  """env.sparse_reward: -1 until success, 0 at it (Q-chunking's --sparse), on cube-double,
+  whose native reward is minus the number of unsolved cubes (-2, -1, 0)."""
+  import ml_collections
+  from dfp_jax.data import ogbench_generate
+  from dfp_jax.train import loop
+  from dfp_jax.train.metrics import read_csv
+  from experiments.configs import dfp as dfp_configs
+  np.testing.assert_array_equal(tasks.sparse_rewards([0.0, -1.0, -2.0, 0.0, -3.0, 1.0]),
+                                [0, -1, -1, 0, -1, -1])
+  data_dir = tmp_path / "data"
+  ogbench_generate.generate("cube-double-play-v0", 2, str(data_dir), episode_length=60,
+                            val_episodes=1, num_workers=1, progress=False)
+  config = dfp_configs.get_config("smoke")
+  config.env.task = "cube-double-play-singletask-task2-v0"
+  config.env.dataset_dir, config.env.generate_episodes = str(data_dir), 0
+  dense = tasks.load_task(ml_collections.ConfigDict(config.env))
+  config.env.sparse_reward = True
+  sparse = tasks.load_task(config.env)
+  for d, s in zip(dense[1:], sparse[1:]):  # the train and validation data
+    assert np.any(d["rewards"] == -2)
+    np.testing.assert_array_equal(s["rewards"], -(d["rewards"] != 0).astype(np.float32))
+  # The environment (both phases' and evaluation's: all made by tasks.make_env) on the same
+  # seeded episode with the same actions.
+  for env in (sparse[0], tasks.make_env(config.env)):
+    dense_env = dense[0]
+    dense_env.reset(seed=3), env.reset(seed=3)
+    actions = np.random.default_rng(0).uniform(-1, 1, (30, env.action_space.shape[0]))
+    raw = [dense_env.step(a)[1] for a in actions]
+    got = [env.step(a)[1] for a in actions]
+    assert -2 in raw
+    np.testing.assert_array_equal(got, tasks.sparse_rewards(raw))
+    assert isinstance(env, tasks.SparseReward) and env.spec.id == dense_env.spec.id
+  # A short run: evaluation returns count -1 per step until success.
+  config.train.offline_steps, config.train.online_steps, config.train.start_training = 10, 10, 5
+  config.train.eval_interval, config.train.log_interval, config.train.checkpoint_interval = 10, 5, 0
+  config.train.tensorboard, config.train.env_workers = False, 0
+  loop.train_and_evaluate(config, str(tmp_path / "run"), seeds=[0])
+  evals = read_csv(str(tmp_path / "run" / "seed_0" / "eval.csv"))
+  assert np.all(evals["return"] >= -evals["length"]) and np.all(evals["return"] <= 0)
+  assert json.loads((tmp_path / "run" / "seed_0" / "config.json").read_text())["env"]["sparse_reward"]
