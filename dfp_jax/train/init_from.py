@@ -28,7 +28,7 @@ from dfp_jax.train.metrics import truncate_csv
 
 # Fields that act only after the online switch (or never change results).
 ONLINE_FIELDS = ("method", "seed", "train.init_from", "train.online_steps",
-                 "train.start_training", "train.replay_capacity", "train.replay_keep_offline",
+                 "train.start_training", "train.utd_ratio", "train.replay_capacity", "train.replay_keep_offline",
                  "train.eval_interval", "train.eval_episodes", "train.eval_seed")
 # The top-K term's fields, online-phase fields when top-K runs online only (the anchor is
 # reset to the actor at the switch, so its offline EMA is discarded).

@@ -170,7 +170,7 @@ def setup(config, layout, mode: str, is_main: bool, mesh=None, source=None):
   try:  # the environment workers stop if the rest fails
     state = _fresh_state(method, config, layout, place, envs.obs_dim, envs.action_dim)
     offline_update, online_update = updates.make_update_fns(
-        method.update, tc.on_nonfinite == "skip", place.mesh)
+        method.update, tc.on_nonfinite == "skip", place.mesh, tc.get("utd_ratio", 1))
     ckpt = (checkpoint.Checkpointer(layout.ckpt_dir, tc.keep_checkpoints, tc.async_checkpointing,
                                     keep_steps=[tc.offline_steps])
             if tc.checkpoint_interval > 0 or mode == "resume" else None)

@@ -187,7 +187,8 @@ def _online_extras(state: RunState, rate: float) -> List[Dict[str, float]]:
 
 
 def online_phase(run: Run, state: RunState) -> RunState:
-  """Online fine-tuning: best-of-N' acting, chunk queues, one update per environment step."""
+  """Online fine-tuning: best-of-N' acting, chunk queues, `train.utd_ratio` updates (one
+  dispatch) per environment step."""
   tc, ac = run.tc, run.ac
   if state.step >= tc.offline_steps + tc.online_steps:
     return state
@@ -204,8 +205,14 @@ def online_phase(run: Run, state: RunState) -> RunState:
     prev, state.step = state.step, tc.offline_steps + env_step
     if env_step >= tc.start_training:
       with run.timed("online_updates"):  # the next act waits for the update anyway
-        batch = run.placement.to_device(
-            sample_batch(state.buffers, state.rngs, tc, ac.chunk_len, run.discounts))
+        utd = tc.get("utd_ratio", 1)
+        if utd > 1:  # train.utd_ratio updates per environment step, one dispatch
+          batch = run.placement.to_device(stack([
+              sample_batch(state.buffers, state.rngs, tc, ac.chunk_len, run.discounts)
+              for _ in range(utd)]), lead=1)  # [u, M, B, ...]
+        else:
+          batch = run.placement.to_device(
+              sample_batch(state.buffers, state.rngs, tc, ac.chunk_len, run.discounts))
         state.agents, state.keys, info = run.online_update(state.agents, batch, state.keys)
         jax.block_until_ready(state.agents)
       run.watch.push(info["nonfinite"], (prev, state.step))

@@ -45,8 +45,12 @@ def check_finite(new, info, old, skip: bool):
   return new, {**info, "nonfinite": 1.0 - finite.astype(jnp.float32)}
 
 
-def make_update_fns(agent_update, skip_nonfinite: bool = False, mesh=None):
+def make_update_fns(agent_update, skip_nonfinite: bool = False, mesh=None, utd_ratio: int = 1):
   """Jitted (offline, online) updates over a leading member (seed) axis.
+
+  `utd_ratio` > 1: the online update runs that many steps per call, in one scan over
+  stacked batches [u, M, B, ...] as offline's (`train.utd_ratio`); 1 takes one batch
+  [M, B, ...].
 
   Without a mesh the members are a vmap on one device; with a (pop, data) mesh they are
   sharded along `pop` and each member's batch along `data` (parallel.population_parallel).
@@ -68,11 +72,11 @@ def make_update_fns(agent_update, skip_nonfinite: bool = False, mesh=None):
     return parallel.population_parallel(functools.partial(member, online=online), mesh)(
         states, batches, keys)
 
-  def scanned(states, batches, keys):
+  def scanned(states, batches, keys, online=False):
     def body(carry, batch):
       states, keys = carry
       keys, step_keys = split_keys(keys)
-      states, info = members_update(states, batch, step_keys, False)
+      states, info = members_update(states, batch, step_keys, online)
       return (states, keys), info
     (states, keys), infos = jax.lax.scan(body, (states, keys), batches)
     info = jax.tree.map(lambda x: x[-1], infos)
@@ -84,6 +88,8 @@ def make_update_fns(agent_update, skip_nonfinite: bool = False, mesh=None):
     states, info = members_update(states, batches, step_keys, True)
     return states, keys, info
 
+  if utd_ratio > 1:
+    return jax.jit(scanned), jax.jit(functools.partial(scanned, online=True))
   return jax.jit(scanned), jax.jit(online)
 
 

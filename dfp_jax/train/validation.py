@@ -102,7 +102,7 @@ RULES = {
     # train
     **{f"train.{f}": count() for f in (
         "batch_size", "log_interval", "eval_interval", "updates_per_dispatch",
-        "keep_checkpoints", "replay_capacity", "eval_envs")},
+        "keep_checkpoints", "replay_capacity", "eval_envs", "utd_ratio")},
     **{f"train.{f}": count(0) for f in (
         "offline_steps", "online_steps", "start_training", "eval_episodes",
         "checkpoint_interval", "video_episodes", "env_workers")},

@@ -70,6 +70,7 @@ def base_config(method: str, agent_config):
   c.train.online_steps = 1_000_000   # environment steps of online fine-tuning
   c.train.start_training = 5_000     # online updates begin after this many env steps
   c.train.updates_per_dispatch = 10  # offline updates fused into one jitted scan
+  c.train.utd_ratio = 1              # online updates per environment step (one dispatch; RLPD's UTD)
   c.train.replay_capacity = 2_000_000  # FIFO replay of max(this, N_offline + 1) transitions (impl)
   c.train.replay_keep_offline = False  # True: never overwrite offline data (online part FIFO)
   c.train.data_parallel = True       # split each batch over all devices when there are several

@@ -214,3 +214,56 @@ def test_ablation_flag_sweeps_the_papers_values_and_the_report_tables_them(tmp_p
                f"--workdir={tmp_path / 'bad'}")
   assert bad.returncode != 0 and "unknown ablation 'top_k'" in bad.stderr
   assert "Traceback" not in bad.stderr
+
+
+def _update_count(workdir):
+  from dfp_jax.train import checkpoint
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True)
+  try:
+    flat = checkpoint.by_path(ckpt.restore_saved(ckpt.latest_step()))
+  finally:
+    ckpt.close()
+  return np.asarray(flat["agent/critic_opt_state/0/count"]), flat
+
+
+def test_utd_ratio_runs_that_many_online_updates_per_step_in_one_dispatch(tiny_cube_single,
+                                                                          tmp_path):
+  import jax
+  from dfp_jax import agents
+  from dfp_jax.train import loop, updates
+  c = dfp_configs.get_config("smoke")
+  c.env.dataset_dir, c.env.generate_episodes = tiny_cube_single, 0
+  c.train.offline_steps, c.train.online_steps, c.train.start_training = 10, 10, 5
+  c.train.eval_episodes, c.train.tensorboard, c.train.env_workers = 0, False, 0
+  counts = {}
+  for utd in (1, 2):
+    c.train.utd_ratio = utd
+    loop.train_and_evaluate(c, str(tmp_path / f"utd{utd}"), seeds=[0, 1])
+    counts[utd] = _update_count(str(tmp_path / f"utd{utd}"))[0]
+  online_updates = counts[1] - c.train.offline_steps
+  assert np.all(online_updates == 6), counts  # env steps 5..10
+  np.testing.assert_array_equal(counts[2], c.train.offline_steps + 2 * online_updates)
+  # One fused dispatch of u updates equals u dispatches of one (same batches, same keys).
+  method = agents.get("dfp")
+  agent = jax.vmap(lambda k: method.create(c.agent, 4, 2, k))(
+      jax.random.split(jax.random.PRNGKey(0), 2))
+  rng = np.random.default_rng(0)
+  def batch():
+    return {"observations": rng.standard_normal((2, 8, 4), np.float32),
+            "actions": rng.uniform(-1, 1, (2, 8, 2 * c.agent.chunk_len)).astype(np.float32),
+            "rewards": -np.ones((2, 8), np.float32), "masks": np.ones((2, 8), np.float32),
+            "valid": np.ones((2, 8), np.float32),
+            "next_observations": rng.standard_normal((2, 8, 4), np.float32)}
+  batches = [batch() for _ in range(3)]
+  keys = jax.random.split(jax.random.PRNGKey(1), 2)
+  _, one = updates.make_update_fns(method.update)
+  _, fused = updates.make_update_fns(method.update, utd_ratio=3)
+  seq_agent, seq_keys = agent, keys
+  for b in batches:
+    seq_agent, seq_keys, _ = one(seq_agent, b, seq_keys)
+  stacked = {k: np.stack([b[k] for b in batches]) for k in batches[0]}
+  fused_agent, fused_keys, info = fused(agent, stacked, keys)
+  np.testing.assert_array_equal(fused_keys, seq_keys)
+  for a, b in zip(jax.tree.leaves(fused_agent), jax.tree.leaves(seq_agent)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+  assert np.all(np.asarray(fused_agent.critic_opt_state[0].count) == 3)
