@@ -17,6 +17,9 @@ from dfp_jax.data import DatasetError
 
 DEFAULT_DATASET_DIR = "~/.ogbench/data"
 REQUIRED_KEYS = ("observations", "actions", "terminals")
+# Where OGBench's maintainers point users when the primary server is down (ogbench issue #49):
+# the official files under the same names, at the top of this Hugging Face dataset repo.
+HF_MIRROR = "zhouzypaul/ogbench_datasets"
 
 
 def split_task_name(task: str) -> Tuple[str, str]:
@@ -66,23 +69,67 @@ def _dataset_files(dataset_name: str, dataset_dir: str, download: bool):
       return train, val
   train = os.path.join(root, f"{dataset_name}.npz")
   val = os.path.join(root, f"{dataset_name}-val.npz")
+  why = "downloads are off for this read"
   if not (os.path.exists(train) and os.path.exists(val)) and download:
-    import socket
-    import ogbench
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(60)  # a firewalled network must fail, not hang
-    try:
-      ogbench.download_datasets([dataset_name], root)
-    except Exception as e:  # no network, HTTP error, ...: explained below
-      print(f"download of {dataset_name} failed: {e}")
-    finally:
-      socket.setdefaulttimeout(previous)
+    why = _download(dataset_name, root, train, val)
   missing = [f for f in (train, val) if not os.path.exists(f)]
   if missing:
     raise DatasetError(
         f"dataset {dataset_name} not found ({', '.join(missing)} missing) and it could not "
-        f"be downloaded. Generate it locally with:\n  {generate_command(dataset_name, dataset_dir)}")
+        f"be downloaded ({why}). Generate it locally with:\n  "
+        f"{generate_command(dataset_name, dataset_dir)}")
   return [train], [val]
+
+
+def _download(dataset_name: str, root: str, train: str, val: str) -> str:
+  """Fetch the dataset's two files from the OGBench server, else from the Hugging Face mirror
+  (HF_MIRROR); says in one line which source was used. Returns why neither did."""
+  import socket
+  import ogbench
+  previous = socket.getdefaulttimeout()
+  socket.setdefaulttimeout(60)  # a firewalled network must fail, not hang
+  try:
+    ogbench.download_datasets([dataset_name], root)
+    if os.path.exists(train) and os.path.exists(val):
+      print(f"dataset {dataset_name}: downloaded from the OGBench server")
+      return ""
+    server = "the server's download left no files"
+  except Exception as e:  # noqa: BLE001  (no network, HTTP error, ...)
+    server = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]}"
+  finally:
+    socket.setdefaulttimeout(previous)
+  from dfp_jax.data import hub
+  for path in (train, val):
+    if os.path.exists(path):
+      continue
+    why = hub.fetch(HF_MIRROR, os.path.basename(path), path)
+    if why is None:
+      why = verify_npz(path)
+      if why:
+        os.remove(path)  # never leave a file that is not the dataset
+    if why:
+      return f"OGBench server: {server}; Hugging Face mirror {HF_MIRROR}: {why}"
+  print(f"dataset {dataset_name}: downloaded from the Hugging Face mirror {HF_MIRROR} (the "
+        f"OGBench server failed: {server})")
+  return ""
+
+
+def verify_npz(path: str) -> str:
+  """'' when `path` reads as an OGBench dataset file (its keys, as many rows in each, some
+  rows, a plausible size), else what is wrong."""
+  if os.path.getsize(path) < 1024:
+    return f"{os.path.basename(path)} is {os.path.getsize(path)} bytes, not a dataset"
+  try:
+    with np.load(path) as raw:
+      missing = [k for k in REQUIRED_KEYS + ("qpos",) if k not in raw.files]
+      if missing:
+        return f"{os.path.basename(path)} lacks keys {missing}"
+      rows = {k: raw[k].shape[0] for k in REQUIRED_KEYS + ("qpos",)}
+  except Exception as e:  # noqa: BLE001  (truncated zip, not a zip, bad pickle)
+    return f"{os.path.basename(path)} cannot be read ({type(e).__name__}: {e})"
+  if len(set(rows.values())) != 1 or not rows["observations"]:
+    return f"{os.path.basename(path)} has inconsistent or no rows {rows}"
+  return ""
 
 
 def _load_files(files, env_name: str, env, obs_dim: int, action_dim: int) -> Dict[str, np.ndarray]:

@@ -24,14 +24,11 @@ Needs h5py (`pip install -e .[robomimic]`).
 
 import json
 import os
-import shutil
-import socket
-import urllib.parse
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from dfp_jax.data import DatasetError
+from dfp_jax.data import DatasetError, hub
 
 OBS_KEYS = ("robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos", "object")
 # Task -> (robosuite env name, episode step limit).
@@ -55,38 +52,9 @@ def hub_filename(task: str) -> str:
 
 
 def download(task: str, path: str, timeout: float = 30.0) -> Optional[str]:
-  """Fetch the official file of `task` from the Hugging Face hub to `path`.
-
-  Returns None when it is there, else why not (no huggingface_hub, HF_HUB_OFFLINE
-  set, no network: a connection that fails or stays silent for `timeout` s).
-  The file goes through `<dir>/.download/` and is moved into place whole.
-  HF_ENDPOINT and HF_TOKEN are honoured.
-  """
-  if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
-    return "HF_HUB_OFFLINE is set"
-  try:
-    from huggingface_hub import hf_hub_download
-  except ImportError:
-    return "huggingface_hub is not installed"
-  endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
-  url = urllib.parse.urlparse(endpoint)
-  host, port = url.hostname, url.port or (443 if url.scheme == "https" else 80)
-  try:  # one quick probe: huggingface_hub retries a refused connection for half a minute
-    socket.create_connection((host, port), timeout=timeout).close()
-  except OSError as e:
-    return f"cannot reach {host}:{port}: {type(e).__name__}: {e}"
-  staging = os.path.join(os.path.dirname(os.path.abspath(path)), ".download")
-  print(f"downloading {HF_REPO}/{hub_filename(task)} from the Hugging Face hub to {path}")
-  try:
-    local = hf_hub_download(HF_REPO, hub_filename(task), repo_type="dataset", local_dir=staging,
-                            endpoint=endpoint, etag_timeout=timeout)
-    os.replace(local, path)
-  except Exception as e:  # noqa: BLE001  (connection, HTTP and file errors alike)
-    text = (str(e).strip().splitlines() or [""])[0][:200]
-    return f"{type(e).__name__}: {text}" if text else type(e).__name__
-  finally:
-    shutil.rmtree(staging, ignore_errors=True)
-  return None
+  """Fetch the official file of `task` from the Hugging Face hub to `path`: None when it is
+  there, else why not (`hub.fetch`)."""
+  return hub.fetch(HF_REPO, hub_filename(task), path, timeout)
 
 
 def _h5py():

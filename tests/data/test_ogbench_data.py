@@ -105,3 +105,76 @@ def test_check_dataset_rejects_nan_and_out_of_range_actions():
   bad = dict(data, actions=np.full((n, 2), 3.0, np.float32))
   with pytest.raises(DatasetError, match=r"outside \[-1, 1\]"):
     ogbench_data.check_dataset(bad, 3, 2, "bad")
+
+
+def _stub_sources(monkeypatch, mirror_files):
+  """The OGBench server always fails; the hub (a stub) serves `mirror_files` {name: source
+  path or bytes}."""
+  import socket
+  import types
+  import huggingface_hub
+  import ogbench
+  calls = []
+
+  def server_down(names, root):
+    raise ConnectionError("rail.eecs.berkeley.edu is down")
+
+  def fake_download(repo_id, filename, repo_type, local_dir, **kwargs):
+    calls.append((repo_id, filename, repo_type))
+    if filename not in mirror_files:
+      raise FileNotFoundError(f"404 {filename}")
+    path = os.path.join(local_dir, filename)
+    os.makedirs(local_dir, exist_ok=True)
+    source = mirror_files[filename]
+    if isinstance(source, bytes):
+      with open(path, "wb") as f:
+        f.write(source)
+    else:
+      shutil.copy(source, path)
+    return path
+
+  monkeypatch.setattr(ogbench, "download_datasets", server_down)
+  monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+  monkeypatch.setattr(socket, "create_connection", lambda *a, **k: types.SimpleNamespace(
+      close=lambda: None))
+  monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+  return calls
+
+
+def test_a_failed_server_download_falls_back_to_the_hugging_face_mirror(
+    tiny_cube_single, tmp_path, monkeypatch, capsys):
+  names = ("cube-single-play-v0.npz", "cube-single-play-v0-val.npz")
+  calls = _stub_sources(monkeypatch, {n: os.path.join(tiny_cube_single, n) for n in names})
+  _, train, val = ogbench_data.load_task("cube-single-play-singletask-task2-v0", str(tmp_path))
+  assert calls == [(ogbench_data.HF_MIRROR, n, "dataset") for n in names]
+  assert len(train["observations"]) > 0 and len(val["observations"]) > 0
+  out = capsys.readouterr().out
+  assert (f"dataset cube-single-play-v0: downloaded from the Hugging Face mirror "
+          f"{ogbench_data.HF_MIRROR} (the OGBench server failed: ConnectionError: "
+          "rail.eecs.berkeley.edu is down)") in out
+  assert sorted(os.listdir(tmp_path)) == sorted(names)  # staging removed
+
+
+def test_a_mirror_file_that_is_not_the_dataset_is_removed_and_named(tmp_path, monkeypatch):
+  _stub_sources(monkeypatch, {"cube-single-play-v0.npz": b"<html>not found</html>" * 100})
+  with pytest.raises(DatasetError) as e:
+    ogbench_data.load_task("cube-single-play-singletask-task2-v0", str(tmp_path))
+  text = " ".join(str(e.value).split())
+  assert "OGBench server: ConnectionError: rail.eecs.berkeley.edu is down" in text
+  assert f"Hugging Face mirror {ogbench_data.HF_MIRROR}: cube-single-play-v0.npz cannot be read" in text
+  assert "python -m experiments.generate_ogbench --dataset=cube-single-play-v0" in text
+  assert os.listdir(tmp_path) == []  # nothing that is not the dataset is left
+
+
+def test_no_network_names_both_sources_and_the_generator(tmp_path, monkeypatch):
+  import ogbench
+  monkeypatch.setattr(ogbench, "download_datasets",
+                      lambda names, root: (_ for _ in ()).throw(OSError("no network")))
+  monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens on port 9
+  monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+  with pytest.raises(DatasetError) as e:
+    ogbench_data.load_task("cube-single-play-singletask-task2-v0", str(tmp_path))
+  text = " ".join(str(e.value).split())
+  assert "OGBench server: OSError: no network" in text
+  assert f"Hugging Face mirror {ogbench_data.HF_MIRROR}: cannot reach 127.0.0.1:9" in text
+  assert "Generate it locally with: python -m experiments.generate_ogbench" in text
