@@ -82,8 +82,7 @@ def actor_loss(agent, actor_params, batch, keys, axis_name=None, *, use_topk: bo
   drift = functools.partial(
       drifting.drift_loss, temperatures=temperatures(agent), kernel=c.kernel,
       affinity_floor=c.affinity_floor, relative_floor=c.relative_floor, axis_name=axis_name)
-  bc_loss, bc_info = drift(gen, batch["actions"][:, None],
-                           sample_mask=batch["valid"] if c.bc_mask_invalid else None)
+  bc_loss, bc_info = drift(gen, batch["actions"][:, None], sample_mask=_bc_mask(c, batch))
   info = {f"actor/bc_{k}": v for k, v in bc_info.items()}
   loss = bc_loss
   if use_topk:
@@ -112,6 +111,16 @@ def bottom_candidates(q, candidates, num: int):
     return None
   _, idx = jax.lax.top_k(-q, num)
   return jnp.take_along_axis(candidates, idx[..., None], axis=1)
+
+
+def _bc_mask(config, batch):
+  """The states L_BC averages over: all (the released default), valid chunks only
+  (`bc_mask_invalid`), offline chunks only (`train.bc_offline_only` marks them), or both."""
+  masks = ([batch["valid"]] if config.bc_mask_invalid else []) + (
+      [batch["offline"]] if "offline" in batch else [])
+  if not masks:
+    return None
+  return masks[0] if len(masks) == 1 else masks[0] * masks[1]
 
 
 def uses_topk(config, online: bool) -> bool:

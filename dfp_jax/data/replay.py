@@ -140,3 +140,25 @@ class ReplayBuffer:
              discount: float) -> Dict[str, np.ndarray]:
     starts = rng.integers(0, self.size, size=batch_size)
     return chunk_batch(self._take, self.size, starts, chunk_len, discount)
+
+  def sample_mixed(self, rng: np.random.Generator, batch_size: int, chunk_len: int,
+                   discount: float, offline_fraction: float,
+                   mark_offline: bool = False) -> Dict[str, np.ndarray]:
+    """round(offline_fraction * batch_size) chunks from the offline data, then the rest from
+    the online data, each part uniform over what it holds (RLPD's symmetric sampling at 0.5).
+    With no online data yet every chunk is offline, drawn as `sample` draws them. Needs a
+    buffer that never overwrites offline data (capacity None). `mark_offline` adds
+    `offline` [B]: 1 for the offline chunks (for a BC term on offline chunks only)."""
+    if self.capacity is not None:
+      raise ValueError("mixed offline/online batches need a buffer that keeps its offline data "
+                       "(capacity None)")
+    if self.online_size == 0:
+      n_off, starts = batch_size, rng.integers(0, self.offline_size, size=batch_size)
+    else:
+      n_off = int(round(offline_fraction * batch_size))
+      starts = np.concatenate([rng.integers(0, self.offline_size, size=n_off),
+                               rng.integers(self.offline_size, self.size, size=batch_size - n_off)])
+    batch = chunk_batch(self._take, self.size, starts, chunk_len, discount)
+    if mark_offline:
+      batch["offline"] = (np.arange(batch_size) < n_off).astype(np.float32)
+    return batch

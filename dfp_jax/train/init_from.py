@@ -27,9 +27,13 @@ from dfp_jax.train import state as state_lib
 from dfp_jax.train.metrics import truncate_csv
 
 # Fields that act only after the online switch (or never change results).
+# (The buffer fields too: before the switch it holds the offline data alone, so they do not
+# change the offline phase's batches.)
 ONLINE_FIELDS = ("method", "seed", "train.init_from", "train.online_steps",
-                 "train.start_training", "train.utd_ratio", "train.replay_capacity", "train.replay_keep_offline",
-                 "train.eval_interval", "train.eval_episodes", "train.eval_seed")
+                 "train.start_training", "train.utd_ratio", "train.replay_capacity",
+                 "train.replay_keep_offline", "train.offline_batch_ratio",
+                 "train.bc_offline_only", "train.eval_interval", "train.eval_episodes",
+                 "train.eval_seed")
 # The top-K term's fields, online-phase fields when top-K runs online only (the anchor is
 # reset to the actor at the switch, so its offline EMA is discarded).
 TOPK_FIELDS = ("agent.use_topk", "agent.top_k", "agent.topk_weight", "agent.num_candidates",

@@ -54,16 +54,26 @@ class OfflineData:
 
 def make_buffers(dataset, num_seeds: int, train_config) -> List[ReplayBuffer]:
   """One replay buffer per seed over the shared offline data (the released code's FIFO
-  capacity, docs/fidelity.md)."""
-  capacity = None if train_config.replay_keep_offline else train_config.replay_capacity
+  capacity, docs/fidelity.md; offline data kept whole with `replay_keep_offline` or
+  `offline_batch_ratio`)."""
+  keep = train_config.replay_keep_offline or train_config.get("offline_batch_ratio") is not None
+  capacity = None if keep else train_config.replay_capacity
   return [ReplayBuffer(dataset, train_config.online_steps, capacity) for _ in range(num_seeds)]
 
 
 def sample_batch(buffers, rngs, train_config, chunk_len: int,
                  discounts: Sequence[float]) -> Dict[str, np.ndarray]:
-  """One minibatch per member, stacked: [M, B, ...] (each with its own discount)."""
-  batches = [b.sample(r, train_config.batch_size, chunk_len, d)
-             for b, r, d in zip(buffers, rngs, discounts)]
+  """One minibatch per member, stacked: [M, B, ...] (each with its own discount); with
+  `train.offline_batch_ratio` that fraction of each from the offline data (and, with
+  `train.bc_offline_only`, an `offline` mask once online data is held)."""
+  ratio, tc = train_config.get("offline_batch_ratio"), train_config
+  if ratio is None:
+    batches = [b.sample(r, tc.batch_size, chunk_len, d)
+               for b, r, d in zip(buffers, rngs, discounts)]
+  else:
+    batches = [b.sample_mixed(r, tc.batch_size, chunk_len, d, ratio,
+                              tc.get("bc_offline_only", False) and b.online_size > 0)
+               for b, r, d in zip(buffers, rngs, discounts)]
   return stack(batches)
 
 

@@ -99,6 +99,7 @@ RULES = {
     "env.generate_episodes": count(0),
     "env.generate_episode_length": count(),
     "env.generate_task_goal_prob": number(0.0, 1.0),
+    "train.offline_batch_ratio": number(0.0, 1.0),
     # train
     **{f"train.{f}": count() for f in (
         "batch_size", "log_interval", "eval_interval", "updates_per_dispatch",
@@ -157,6 +158,13 @@ def check_config(config):
   if top_k is not None and candidates is not None and top_k > candidates:
     raise ConfigError(f"config agent.top_k={top_k!r}: K must not exceed the {candidates} "
                       "candidates (agent.num_candidates)")
+  if _get(config, "train.bc_offline_only"):
+    if _get(config, "train.offline_batch_ratio") is None:
+      raise ConfigError("config train.bc_offline_only=True: needs train.offline_batch_ratio "
+                        "(a separate offline buffer whose chunks are known), e.g. 0.5")
+    if _get(config, "method") not in ("dfp", "dfp_no_topk"):
+      raise ConfigError(f"config train.bc_offline_only=True: only DFP's agent supports it "
+                        f"(method {_get(config, 'method')})")
   bottom = _get(config, "agent.num_bottom_negatives")
   if bottom and top_k is not None and candidates is not None and bottom > candidates - top_k:
     raise ConfigError(f"config agent.num_bottom_negatives={bottom!r}: at most N - K = "

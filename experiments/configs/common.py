@@ -73,6 +73,9 @@ def base_config(method: str, agent_config):
   c.train.utd_ratio = 1              # online updates per environment step (one dispatch; RLPD's UTD)
   c.train.replay_capacity = 2_000_000  # FIFO replay of max(this, N_offline + 1) transitions (impl)
   c.train.replay_keep_offline = False  # True: never overwrite offline data (online part FIFO)
+  c.train.offline_batch_ratio = config_dict.placeholder(float)  # None: one FIFO buffer; else this
+  #   fraction of each online minibatch from the offline data, kept whole (RLPD: 0.5)
+  c.train.bc_offline_only = False     # with offline_batch_ratio: DFP's L_BC on offline chunks only
   c.train.data_parallel = True       # split each batch over all devices when there are several
   c.train.init_from = ""              # WORKDIR[@STEP]: start online from that run's offline phase
   c.train.eval_interval = 100_000    # steps between evaluations (each phase)

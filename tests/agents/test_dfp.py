@@ -228,3 +228,28 @@ def test_bottom_negatives_are_the_lowest_q_candidates_as_fixed_negatives_of_the_
   np.testing.assert_allclose(losses[3], float(drift(gen, positives, negatives)[0]), rtol=1e-5)
   np.testing.assert_allclose(losses[0], float(drift(gen, positives)[0]), rtol=1e-5)
   assert abs(losses[3] - losses[0]) > 1e-4  # the negatives change the field
+
+
+def test_bc_on_offline_chunks_only_averages_the_bc_term_over_the_marked_states():
+  """train.bc_offline_only marks offline chunks (`offline` in the batch); L_BC is then
+  drift_loss with that mask; without the mask it is the whole minibatch's."""
+  config = ml_collections.FrozenConfigDict(_small_config())
+  agent = dfp.create(config, obs_dim=2, action_dim=1, key=jax.random.PRNGKey(0))
+  batch = _bandit_batch(np.random.default_rng(3), 16)
+  keys = example_keys(jax.random.PRNGKey(4), 16)
+  from dfp_jax.per_example import fold, normal, repeat_obs
+  gen = jnp.clip(agent.actor.apply({"params": agent.actor_params},
+                                   repeat_obs(batch["observations"], config.num_gen),
+                                   normal(fold(keys, 0), config.num_gen, agent.chunk_size)), -1, 1)
+  drift = functools.partial(dfp.drifting.drift_loss, temperatures=config.temperatures,
+                            kernel=config.kernel, affinity_floor=config.affinity_floor)
+  mask = (np.arange(16) < 6).astype(np.float32)
+  _, whole = dfp.actor_loss(agent, agent.actor_params, batch, keys, use_topk=False)
+  _, marked = dfp.actor_loss(agent, agent.actor_params, dict(batch, offline=mask), keys,
+                             use_topk=False)
+  target = batch["actions"][:, None]
+  np.testing.assert_allclose(float(whole["actor/bc_loss"]), float(drift(gen, target)[0]),
+                             rtol=1e-5)
+  np.testing.assert_allclose(float(marked["actor/bc_loss"]),
+                             float(drift(gen, target, sample_mask=mask)[0]), rtol=1e-5)
+  assert abs(float(marked["actor/bc_loss"]) - float(whole["actor/bc_loss"])) > 1e-5

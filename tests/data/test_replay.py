@@ -163,3 +163,28 @@ def test_buffer_state_round_trips(capacity):
   a, b = buf.sample(rng_a, 32, 3, GAMMA), other.sample(rng_b, 32, 3, GAMMA)
   for k in a:
     np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_mixed_batches_take_the_offline_fraction_and_never_overwrite_offline_data():
+  data, n = _episodes()
+  offline_obs = data["observations"].copy()
+  buf = ReplayBuffer(data, online_capacity=6, capacity=None)
+  # Before any online data every chunk is offline, drawn as `sample` draws them.
+  a = buf.sample_mixed(np.random.default_rng(0), 32, 2, GAMMA, 0.25, mark_offline=True)
+  b = buf.sample(np.random.default_rng(0), 32, 2, GAMMA)
+  for k in b:
+    np.testing.assert_array_equal(a[k], b[k])
+  np.testing.assert_array_equal(a["offline"], np.ones(32))
+  for i in range(20):  # more than the online room: only online data is replaced
+    buf.add(_transition(i))
+  np.testing.assert_array_equal(buf.offline["observations"], offline_obs)
+  assert buf.size == n + 6
+  for fraction, expected in ((0.25, 16), (0.5, 32), (0.0, 0), (1.0, 64)):
+    batch = buf.sample_mixed(np.random.default_rng(1), 64, 1, GAMMA, fraction, mark_offline=True)
+    from_online = batch["observations"][:, 0] >= 100  # online transitions' observations
+    np.testing.assert_array_equal(from_online, np.arange(64) >= expected)
+    np.testing.assert_array_equal(batch["offline"], (np.arange(64) < expected).astype(np.float32))
+    # the online part is uniform over the 6 online transitions held (ages 14..19)
+    assert set(batch["observations"][from_online, 0]) <= {100 + i for i in range(14, 20)}
+  with pytest.raises(ValueError, match="keeps its offline data"):
+    ReplayBuffer(data, 6, capacity=100).sample_mixed(np.random.default_rng(0), 4, 1, GAMMA, 0.5)

@@ -49,10 +49,10 @@ def _steps(ckpt_dir):
   return sorted(int(n) for n in os.listdir(ckpt_dir) if n.isdigit()) if os.path.isdir(ckpt_dir) else []
 
 
-def _start_and_kill(workdir, data, min_step, sig=signal.SIGKILL, env=None):
+def _start_and_kill(workdir, data, min_step, sig=signal.SIGKILL, env=None, extra=()):
   """Start the run, wait for a finished checkpoint at >= min_step, then send `sig` a moment later."""
   log = open(os.path.join(os.path.dirname(workdir), f"{os.path.basename(workdir)}.log"), "a+")
-  proc = subprocess.Popen(_cmd(workdir, data), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+  proc = subprocess.Popen(_cmd(workdir, data, *extra), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                           text=True, env=env)
   ckpt_dir = os.path.join(workdir, "cube-single-play-singletask-task2-v0", "checkpoints")
   deadline = time.time() + 300
@@ -359,3 +359,23 @@ def test_a_config_saved_before_matmul_precision_existed_compares_as_the_backend_
   with pytest.raises(ck.CheckpointError, match="saved before train.matmul_precision existed: "
                                                "pass --config.train.matmul_precision=default"):
     ck.check_same_config("runs/x", old, new)
+
+
+def test_a_run_with_a_separate_offline_buffer_resumes_to_the_uninterrupted_run(reference,
+                                                                               tmp_path):
+  """train.offline_batch_ratio (+ bc_offline_only): killed in the online phase and rerun, the
+  CSVs and final parameters equal the uninterrupted run's (the online buffer, the offline
+  data kept whole and the minibatch RNG all come back)."""
+  _, data = reference
+  mix = ["--config.train.offline_batch_ratio=0.5", "--config.train.bc_offline_only=True"]
+  whole, killed = str(tmp_path / "whole"), str(tmp_path / "killed")
+  res = _run(whole, data, *mix)
+  assert res.returncode == 0, res.stderr[-3000:]
+  rc, log, steps = _start_and_kill(killed, data, OFFLINE + 20, extra=mix)
+  assert rc != 0 and any(s > OFFLINE for s in steps), (rc, steps, log[-2000:])
+  res = _run(killed, data, *mix)
+  assert res.returncode == 0, res.stderr[-3000:]
+  _assert_same_metrics(whole, killed)
+  a, b = _final_params(whole), _final_params(killed)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

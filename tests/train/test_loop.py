@@ -267,3 +267,27 @@ def test_utd_ratio_runs_that_many_online_updates_per_step_in_one_dispatch(tiny_c
   for a, b in zip(jax.tree.leaves(fused_agent), jax.tree.leaves(seq_agent)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
   assert np.all(np.asarray(fused_agent.critic_opt_state[0].count) == 3)
+
+
+def test_offline_batch_ratio_trains_a_population_and_keeps_the_offline_phase(tiny_cube_single,
+                                                                            tmp_path):
+  """A separate offline buffer changes nothing before the online switch (it holds the
+  offline data alone), so the offline rows equal a single-buffer run's; online, every
+  minibatch holds that fraction of offline chunks (tests/data/test_replay.py)."""
+  from dfp_jax.train import loop
+  c = dfp_configs.get_config("smoke")
+  c.env.dataset_dir, c.env.generate_episodes = tiny_cube_single, 0
+  c.train.offline_steps, c.train.online_steps, c.train.start_training = 10, 10, 5
+  c.train.eval_interval, c.train.log_interval, c.train.checkpoint_interval = 10, 5, 10
+  c.train.tensorboard, c.train.env_workers = False, 0
+  loop.train_and_evaluate(c, str(tmp_path / "fifo"), seeds=[0, 1])
+  c.train.offline_batch_ratio, c.train.bc_offline_only = 0.5, True
+  loop.train_and_evaluate(c, str(tmp_path / "mixed"), seeds=[0, 1])
+  for seed in (0, 1):
+    a = read_csv(str(tmp_path / "fifo" / f"seed_{seed}" / "train.csv"))
+    b = read_csv(str(tmp_path / "mixed" / f"seed_{seed}" / "train.csv"))
+    offline = a["step"] <= 10
+    for k in ("critic/loss", "actor/bc_loss"):
+      np.testing.assert_array_equal(a[k][offline], b[k][offline])
+      assert np.all(np.isfinite(b[k]))
+    assert not np.array_equal(a["actor/bc_loss"][~offline], b["actor/bc_loss"][~offline])

@@ -187,3 +187,15 @@ def test_bad_swept_values_are_refused_naming_the_member(field):
     with pytest.raises(validation.ConfigError) as e:
       validation.check_members(config, members)
     assert str(e.value).startswith(f"member {bad_member.name}: config {field}="), e.value
+
+
+def test_bc_offline_only_needs_a_separate_offline_buffer_and_dfp():
+  def config(method, **train):
+    c = _parse(os.path.join(ROOT, "experiments", "configs", f"{method}.py"), {})
+    c.train.update(train)
+    return c
+  with pytest.raises(validation.ConfigError, match="needs train.offline_batch_ratio"):
+    validation.check_config(config("dfp", bc_offline_only=True))
+  validation.check_config(config("dfp", bc_offline_only=True, offline_batch_ratio=0.5))
+  with pytest.raises(validation.ConfigError, match="only DFP's agent supports it"):
+    validation.check_config(config("mvp", bc_offline_only=True, offline_batch_ratio=0.5))
