@@ -148,3 +148,24 @@ def test_two_processes_each_step_only_their_members_and_resume_onto_another_mesh
   assert res.returncode == 0, res.stderr[-3000:]
   assert "from its checkpoint at step" in res.stdout
   _assert_members_equal_lone(killed, str(lone))
+
+
+@pytest.mark.slow
+def test_a_separate_offline_buffer_in_two_processes_equals_one_process(tmp_path):
+  """train.offline_batch_ratio with each process sampling its own member's minibatches from
+  its own buffers: the same CSVs as the one-process run of both members."""
+  common_args = ["--config=experiments/configs/dfp.py:smoke",
+                 f"--config.env.dataset_dir={tmp_path}/data", "--config.train.tensorboard=False", "--config.train.online_steps=20",
+                 "--seeds=0,1", "--config.train.offline_batch_ratio=0.5",
+                 "--config.train.bc_offline_only=True"]
+  one = str(tmp_path / "one")
+  res = subprocess.run([sys.executable, "-m", "experiments.train", f"--workdir={one}",
+                        *common_args], cwd=ROOT, capture_output=True, text=True, timeout=900)
+  assert res.returncode == 0, res.stderr[-3000:]
+  two = str(tmp_path / "two")
+  res = subprocess.run([sys.executable, "launch/local.py", "--num_processes=2",
+                        "--devices_per_process=1", "--", f"--workdir={two}", *common_args],
+                       cwd=ROOT, capture_output=True, text=True, timeout=900)
+  assert res.returncode == 0, res.stderr[-3000:]
+  for seed in (0, 1):
+    _assert_same(os.path.join(two, TASK, f"seed_{seed}"), os.path.join(one, TASK, f"seed_{seed}"))
