@@ -272,4 +272,4 @@ def run_suites():
 
 if __name__ == "__main__":
   from experiments import cli
-  app.run(main, flags_parser=cli.parse_flags)
+  cli.run(main)

@@ -179,4 +179,4 @@ def main(argv):
 
 if __name__ == "__main__":
   from experiments import cli
-  app.run(main, flags_parser=cli.parse_flags)
+  cli.run(main)

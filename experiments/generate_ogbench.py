@@ -75,9 +75,7 @@ def _define_flags() -> None:
 
 
 if __name__ == '__main__':
-  from absl import app
-
   from experiments import cli
 
   _define_flags()
-  app.run(_main, argv=sys.argv, flags_parser=cli.parse_flags)
+  cli.run(_main)

@@ -53,4 +53,4 @@ def main(argv):
 if __name__ == "__main__":
   _define_flags()
   from experiments import cli
-  app.run(main, flags_parser=cli.parse_flags)
+  cli.run(main)

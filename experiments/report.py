@@ -38,7 +38,7 @@ import sys
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from dfp_jax.train.metrics import read_csv
 
@@ -471,4 +471,4 @@ def main(argv):
 
 if __name__ == "__main__":
   from experiments import cli
-  app.run(main, flags_parser=cli.parse_flags)
+  cli.run(main)

@@ -180,6 +180,9 @@ BAD_BENCHMARK_FLAGS = [
     (["--protocol_members=0"], "--protocol_members=0: expected positive integers"),
     (["--suite=nosuch"], "value should be one of <tables|accelerator|protocol>"),
     (["stray"], "unexpected arguments stray"),
+    (["--suite=accelerator", "--methods=nosuch"], "unknown method 'nosuch'"),
+    (["--suite=accelerator", "--presets=nope"], "unknown preset 'nope'"),
+    (["--suite=protocol", "--protocol_episodes=0"], "--protocol_episodes=0: expected positive"),
 ]
 
 
