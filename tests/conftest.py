@@ -20,6 +20,13 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+def pytest_collection_modifyitems(items):
+  """A test that starts a subprocess or several processes is slow: outside the fast tier."""
+  for item in items:
+    if item.get_closest_marker("subprocess") or item.get_closest_marker("multiprocess"):
+      item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def tiny_cube_single(tmp_path_factory):
   """A tiny generated cube-single play dataset (3 episodes of 60 steps) and its directory."""

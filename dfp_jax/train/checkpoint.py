@@ -22,8 +22,10 @@ ignores.
 import hashlib
 import io
 import json
+import logging
 import os
 import re
+import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import jax
@@ -50,6 +52,32 @@ class UnreadableCheckpoint(CheckpointError):
   def __init__(self, message: str, step: int, cause: str):
     super().__init__(message)
     self.step, self.cause = step, cause
+
+
+class _QuietOrbaxErrors(logging.Filter):
+  """Drops orbax's ERROR logs (each with a traceback) from its background save threads: the
+  same error reaches the run as a CheckpointError, printed as one line; and its warning that a
+  checkpoint directory opened read-only (another run's, read by --init_from) is read-only."""
+
+  def filter(self, record):
+    if str(record.msg).startswith("Given directory is read only"):  # --init_from's source
+      return False
+    return not (record.levelno >= logging.ERROR and str(record.msg).startswith("[process="))
+
+
+def _quiet_closed_loops(unraisable, default=sys.unraisablehook):
+  """After a failed asynchronous save, orbax's coroutines are collected with their event loop
+  closed; Python would print each as a traceback. Anything else is printed as usual."""
+  if not (isinstance(unraisable.exc_value, RuntimeError)
+          and str(unraisable.exc_value) == "Event loop is closed"):
+    default(unraisable)
+
+
+def quiet_background_errors():
+  """For a command line: orbax's background-thread errors and their closed event loops are
+  not printed as tracebacks (the run raises the same failure as one CheckpointError)."""
+  logging.getLogger("absl").addFilter(_QuietOrbaxErrors())
+  sys.unraisablehook = _quiet_closed_loops
 
 
 def _flatten(tree, prefix="") -> Dict[str, Any]:

@@ -165,6 +165,53 @@ def _velocity_only_loss(agent, params, batch, keys):
   return jnp.mean(jnp.square(u - (e - x)), -1)
 
 
+def test_mvp_velocity_time_places_the_instantaneous_velocity_term_at_r_or_t():
+  """velocity_time="r" (the authors') evaluates the instantaneous-velocity term at
+  (z_r, r, r), "t" at (z_t, t, t): the loss minus the MeanFlow term is that squared error."""
+  from dfp_jax.per_example import fold, normal, repeat_obs
+  b, n, s = 4, 3, 2
+  obs = jnp.asarray(np.random.default_rng(0).standard_normal((b, 2)), jnp.float32)
+  x = jnp.asarray(np.random.default_rng(1).uniform(-1, 1, (b, n, s)), jnp.float32)
+  keys = example_keys(jax.random.PRNGKey(2), b)
+  errors = {}
+  for time in ("r", "t"):
+    agent = mvp.create(_config("mvp", velocity_time=time, velocity_weight=1.0), 2, s,
+                       jax.random.PRNGKey(0))
+    no_ivc = mvp.create(_config("mvp", velocity_time=time, velocity_weight=0.0), 2, s,
+                        jax.random.PRNGKey(0))
+    _, with_term = mvp.mean_flow_loss(agent, agent.actor_params, obs, x, keys)
+    _, without = mvp.mean_flow_loss(no_ivc, agent.actor_params, obs, x, keys)
+    times = mvp.sample_times(fold(keys, 1), 2 * n, agent.config).reshape(b, n, 2)
+    at = times.min(-1) if time == "r" else times.max(-1)
+    v = normal(fold(keys, 0), n, s) - x
+    u = agent.net.apply({"params": agent.actor_params}, repeat_obs(obs, n),
+                        x + at[..., None] * v, at, at)
+    expected = jnp.mean(jnp.mean(jnp.square(u - v), -1), -1)
+    np.testing.assert_allclose(with_term - without, expected, rtol=1e-4, atol=1e-6)
+    errors[time] = np.asarray(with_term)
+  assert np.abs(errors["r"] - errors["t"]).max() > 1e-4
+
+
+def test_fql_normalize_q_loss_divides_the_q_term_by_the_batch_mean_abs_q():
+  """normalize_q_loss (an FQL option): the actor's Q term -mean(Q) / sg(mean |Q|), so its
+  scale does not follow the critic's; off, -mean(Q)."""
+  from dfp_jax.per_example import fold, normal
+  batch = _mixture_batch(np.random.default_rng(0), 32)
+  keys = example_keys(jax.random.PRNGKey(1), 32)
+  plain = fql.create(_config("fql"), 2, 2, jax.random.PRNGKey(0))
+  scaled = fql.create(_config("fql", normalize_q_loss=True), 2, 2, jax.random.PRNGKey(0))
+  _, off = fql.actor_loss(plain, plain.actor_params, batch, keys)
+  _, on = fql.actor_loss(scaled, plain.actor_params, batch, keys)
+  noise = normal(fold(keys, 1), 1, plain.chunk_size)[:, 0]
+  chunks = plain.onestep.apply({"params": plain.actor_params["onestep"]},
+                               batch["observations"], noise)
+  q = fql.q_values(plain, plain.critic_params, batch["observations"],
+                   jnp.clip(chunks, -1.0, 1.0)[:, None])[:, 0]
+  np.testing.assert_allclose(float(off["actor/q_loss"]), -float(q.mean()), rtol=1e-5)
+  np.testing.assert_allclose(float(on["actor/q_loss"]),
+                             -float(q.mean()) / float(jnp.abs(q).mean()), rtol=1e-5)
+
+
 def test_mvp_resets_its_anchor_at_the_online_switch_in_both_topk_variants():
   """The released both-phase MVP + top-K tracks the actor by EMA from step 0 and resets the
   anchor to the actor at the online switch, as the online-only variant does."""

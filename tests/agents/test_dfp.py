@@ -253,3 +253,16 @@ def test_bc_on_offline_chunks_only_averages_the_bc_term_over_the_marked_states()
   np.testing.assert_allclose(float(marked["actor/bc_loss"]),
                              float(drift(gen, target, sample_mask=mask)[0]), rtol=1e-5)
   assert abs(float(marked["actor/bc_loss"]) - float(whole["actor/bc_loss"])) > 1e-5
+  # bc_mask_invalid: chunks that cross an episode end (valid 0) leave L_BC; with the offline
+  # mask as well, L_BC averages over the states both keep.
+  invalid = dfp.create(ml_collections.FrozenConfigDict(_small_config(bc_mask_invalid=True)),
+                       obs_dim=2, action_dim=1, key=jax.random.PRNGKey(0))
+  valid = (np.arange(16) % 3 != 0).astype(np.float32)
+  _, masked = dfp.actor_loss(invalid, agent.actor_params, dict(batch, valid=valid), keys,
+                             use_topk=False)
+  np.testing.assert_allclose(float(masked["actor/bc_loss"]),
+                             float(drift(gen, target, sample_mask=valid)[0]), rtol=1e-5)
+  _, both = dfp.actor_loss(invalid, agent.actor_params, dict(batch, valid=valid, offline=mask),
+                           keys, use_topk=False)
+  np.testing.assert_allclose(float(both["actor/bc_loss"]),
+                             float(drift(gen, target, sample_mask=valid * mask)[0]), rtol=1e-5)

@@ -115,6 +115,24 @@ def test_keep_offline_buffer_shares_offline_data_and_keeps_newest_online():
     ReplayBuffer(data, online_capacity=0).add({})
 
 
+def test_the_trainers_buffers_keep_offline_data_whole_with_replay_keep_offline():
+  """train.replay_keep_offline: the trainer's buffers never overwrite offline data; without
+  it they are FIFO at train.replay_capacity."""
+  import ml_collections
+  from dfp_jax.train.run import make_buffers
+  data, n = _episodes()
+  for keep in (True, False):
+    tc = ml_collections.ConfigDict({"replay_keep_offline": keep, "replay_capacity": n + 1,
+                                    "online_steps": 3})
+    bufs = make_buffers(data, 2, tc)
+    assert len(bufs) == 2
+    for i in range(3):
+      bufs[0].add(_transition(i))
+    held = _held_obs(bufs[0]).tolist()
+    assert held == (list(range(n)) + [100, 101, 102] if keep else
+                    list(range(2, n)) + [100, 101, 102]), held
+
+
 def test_fifo_buffer_overwrites_the_oldest_offline_data_first():
   data, n = _episodes()  # 9 offline transitions
   buf = ReplayBuffer(data, online_capacity=20, capacity=11)

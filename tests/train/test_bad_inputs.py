@@ -10,11 +10,11 @@ import time
 
 import numpy as np
 import pytest
+from absl import flags
 
+from dfp_jax.train import plan
 from dfp_jax.train.metrics import read_csv
-
-# Every test here trains or runs the command line in a subprocess.
-pytestmark = pytest.mark.slow
+from experiments import cli, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TASK = "cube-single-play-singletask-task2-v0"
@@ -70,8 +70,37 @@ def _error_line(res):
   return last
 
 
+def _train_in_process(args):
+  """The error line `python -m experiments.train ARGS` ends with, run in this process: the
+  trainer's flag definitions, parsing, plan and execution, and cli.run's error handling."""
+  argv = ["experiments.train", *args]
+  fv = flags.FlagValues()
+  try:
+    train.define_flags(fv, argv)
+    for _ in plan.execute(train.plan_from(train.parse_flags(argv, fv), fv)):
+      pass
+  except SystemExit as e:
+    return str(e.code)
+  except (*cli.known_errors(), *train.ERRORS, *train.FATAL) as e:
+    return f"error: {cli.failure_line(e)}"
+  pytest.fail(f"{' '.join(args)} was accepted")
+
+
 @pytest.mark.parametrize("args, message", BAD_FLAGS, ids=[" ".join(a) for a, _ in BAD_FLAGS])
-def test_bad_flags_are_one_line_and_write_nothing(args, message, tiny_cube_single, tmp_path):
+def test_bad_flags_are_one_line_and_write_nothing(args, message, tiny_cube_single, tmp_path,
+                                                  monkeypatch):
+  monkeypatch.chdir(ROOT)  # the config paths are relative to the repository
+  last = _train_in_process([SMOKE, *args, f"--workdir={tmp_path / 'run'}",
+                            f"--config.env.dataset_dir={tiny_cube_single}"])
+  assert "\n" not in last and last.startswith("error: ") and message in last, last
+  assert not (tmp_path / "run").exists()
+
+
+# One refusal at parsing and one inside the trainer, through the real command line.
+@pytest.mark.subprocess
+@pytest.mark.parametrize("args, message", [r for r in BAD_FLAGS if r[0] in (
+    ["--config.agent.top_k=abc"], ["--mesh=3,1"])], ids=["parsing", "trainer"])
+def test_the_command_line_prints_the_same_one_line(args, message, tiny_cube_single, tmp_path):
   res = _train(SMOKE, *args, f"--workdir={tmp_path / 'run'}",
                f"--config.env.dataset_dir={tiny_cube_single}")
   assert message in _error_line(res)
@@ -94,6 +123,7 @@ def _tmpfs(path, options):
     subprocess.run(["umount", str(path)], check=False)
 
 
+@pytest.mark.subprocess
 def test_unwritable_workdirs_are_one_line(tiny_cube_single, tmp_path):
   data = f"--config.env.dataset_dir={tiny_cube_single}"
   a_file = tmp_path / "a_file"
@@ -109,6 +139,7 @@ def test_unwritable_workdirs_are_one_line(tiny_cube_single, tmp_path):
     assert "Read-only file system" in _error_line(_train(SMOKE, f"--workdir={ro}/run", data))
 
 
+@pytest.mark.subprocess
 def test_a_full_disk_during_a_checkpoint_is_one_line(tiny_cube_single, tmp_path):
   # 300 KB holds the configs and the first CSV rows but not a two-seed checkpoint.
   with _tmpfs(tmp_path / "full", "size=300k") as full:
@@ -125,6 +156,7 @@ def _wait_for(path, proc, timeout=600):
     time.sleep(0.05)
 
 
+@pytest.mark.subprocess
 def test_a_checkpoint_directory_deleted_while_running_stops_the_run(tiny_cube_single, tmp_path):
   work = tmp_path / "run"
   proc = subprocess.Popen([sys.executable, "-m", "experiments.train", SMOKE, f"--workdir={work}",
@@ -147,6 +179,7 @@ def _columns(path):
           if k not in ("steps_per_s", "eval_time_s", "wall_time_s")}
 
 
+@pytest.mark.subprocess
 def test_a_second_run_on_a_locked_workdir_is_refused_and_the_first_is_undisturbed(
     tiny_cube_single, smoke_two_seeds, tmp_path):
   args = [SMOKE, "--seeds=0,1", f"--config.env.dataset_dir={tiny_cube_single}",
@@ -186,6 +219,7 @@ BAD_BENCHMARK_FLAGS = [
 ]
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("args, message", BAD_BENCHMARK_FLAGS,
                          ids=[" ".join(a) for a, _ in BAD_BENCHMARK_FLAGS])
 def test_bad_benchmark_flags_are_one_line(args, message):
@@ -211,6 +245,7 @@ BAD_COMMANDS = [
 ]
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("module, args, message", BAD_COMMANDS,
                          ids=[f"{m} {' '.join(a)}" for m, a, _ in BAD_COMMANDS])
 def test_bad_inputs_of_the_other_commands_are_one_line(module, args, message, tmp_path):

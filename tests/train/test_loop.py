@@ -185,8 +185,8 @@ def test_seed_and_task_sweep_from_the_entry_point(tmp_path):
 
 
 def test_task_groups_expand_with_overrides():
-  from experiments import train
-  presets, configs = zip(*train.sweep_configs(os.path.join(ROOT, "experiments/configs/dfp.py"),
+  from dfp_jax.train import plan
+  presets, configs = zip(*plan.sweep_configs(os.path.join(ROOT, "experiments/configs/dfp.py"),
                                               ["cube-triple", "quick"], {"agent.top_k": 2}))
   assert presets == ("cube-triple-task2", "cube-triple-task3", "cube-triple-task4", "quick")
   assert [c.env.task for c in configs] == [
