@@ -10,8 +10,7 @@ import jax.numpy as jnp
 
 # Rows (examples x samples) per block when a large set of samples is evaluated without a
 # gradient on XLA's CPU backend. Past a few thousand rows its fused MLP layers slow down more
-# than linearly (two 4096-row critic calls at 2x256 took 3x as long as two blocked ones), so
-# such sets run as a loop over blocks of examples there; other backends take the whole set.
+# than linearly (docs/speed.md), so such sets run as a loop over blocks of examples there; other backends take the whole set.
 CPU_BLOCK_ROWS = 2048
 
 

@@ -94,9 +94,19 @@ def _keys(label_key: Keys) -> List[str]:
 
 
 def run_label(config: Dict, label_key: Keys = "method") -> str:
-  """'dfp' for the method alone, else 'agent.top_k=4', parts joined by ', '."""
-  return ", ".join(_render(config_value(config, k)) if k == "method"
+  """'dfp' for the method alone, else 'agent.top_k=4', parts joined by ', '. The method is
+  named by its agent and variant switch (`agents.method_name`): DFP trained with
+  agent.use_topk off is 'dfp_no_topk' whichever config file ran it."""
+  return ", ".join(_method(config) if k == "method"
                    else f"{k}={_render(config_value(config, k))}" for k in _keys(label_key))
+
+
+def _method(config: Dict) -> str:
+  from dfp_jax import agents  # imports jax: only once a run's method is named
+  try:
+    return agents.method_name(config)
+  except (KeyError, TypeError):  # not a run's config: the value as written
+    return _render(config_value(config, "method"))
 
 
 def _natural(s: str):

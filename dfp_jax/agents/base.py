@@ -154,6 +154,28 @@ def top_k_positives(q, candidates, k, mode: str = "hard"):
   return positives, jnp.maximum(unit, 0.0)
 
 
+def uses_topk(config, online: bool) -> bool:
+  """Whether an update at this phase has the top-K term: online, or from step 0 with
+  `topk_offline` (DFP and MVP + top-K alike)."""
+  return bool(config.use_topk and (online or config.topk_offline))
+
+
+def anchor_topk(agent, sample_chunks: Callable, obs, keys, mode: str = "hard"):
+  """The top-K step DFP and MVP + top-K share: N candidates from the EMA anchor pi_old, scored
+  by the online critic, and the K best with their weights (`top_k_positives`).
+
+  sample_chunks(agent, params, obs [b, O], keys [b, 2], num) -> chunks [b, num, S]. Returns
+  (positives [B, K, S], weights [B, K] or None, candidates [B, N, S], q [B, N]). The anchor
+  is reset to the actor at the online switch (`reset_anchor`, both agents' start_online).
+  """
+  c = agent.config
+  candidates, q = scored_samples(
+      agent, lambda o, k, n: sample_chunks(agent, agent.anchor_params, o, k, n), obs, keys,
+      c.num_candidates)
+  positives, weights = top_k_positives(q, candidates, c.top_k, mode)
+  return positives, weights, candidates, q
+
+
 def td_loss(agent, critic_params, batch, next_chunk, axis_name=None):
   """Chunked TD: y = R_h + gamma^h * mask * Qbar(s_{t+h}, a'). next_chunk: [B, S]."""
   c = agent.config

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 
 from dfp_jax import drifting
 from dfp_jax.agents import base
-from dfp_jax.agents.base import hparam, scored_samples, top_k_positives
+from dfp_jax.agents.base import hparam, top_k_positives, uses_topk  # noqa: F401 (re-exported)
 from dfp_jax.networks import Actor
 from dfp_jax.per_example import fold, normal, repeat_obs
 
@@ -86,10 +86,8 @@ def actor_loss(agent, actor_params, batch, keys, axis_name=None, *, use_topk: bo
   info = {f"actor/bc_{k}": v for k, v in bc_info.items()}
   loss = bc_loss
   if use_topk:
-    candidates, q = scored_samples(
-        agent, lambda o, k, n: sample_chunks(agent, agent.anchor_params, o, k, n), obs,
-        fold(keys, 1), c.num_candidates)
-    positives, weights = top_k_positives(q, candidates, c.top_k, c.topk_mode)
+    positives, weights, candidates, q = base.anchor_topk(agent, sample_chunks, obs,
+                                                         fold(keys, 1), c.topk_mode)
     negatives = bottom_candidates(q, candidates, c.num_bottom_negatives)
     topk_loss, topk_info = drift(gen, jax.lax.stop_gradient(positives),
                                  None if negatives is None else jax.lax.stop_gradient(negatives),
@@ -121,11 +119,6 @@ def _bc_mask(config, batch):
   if not masks:
     return None
   return masks[0] if len(masks) == 1 else masks[0] * masks[1]
-
-
-def uses_topk(config, online: bool) -> bool:
-  """Whether the update at this phase includes the top-K drift term."""
-  return bool(config.use_topk and (online or config.topk_offline))
 
 
 def update(agent: DFPAgent, batch, key, *, online: bool, axis_name: Optional[str] = None):

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from dfp_jax.agents import base
-from dfp_jax.agents.base import hparam, scored_samples, top_k_positives
+from dfp_jax.agents.base import hparam
 from dfp_jax.networks import MeanVelocity
 from dfp_jax.per_example import fold, masked_mean, normal, repeat_obs, uniform
 
@@ -128,8 +128,7 @@ def _adaptive(err, config):
   """MeanFlow's adaptive weighting: per-sample errors scaled by 1 / sg(err + c)^p.
 
   With p = 1 every sample's loss is about 1, so the large errors of the early
-  identity targets do not swamp training (measured on a 2-D mixture: 0.55 of
-  one-step samples on a mode without it, 0.81 with it, after 5k steps).
+  identity targets do not swamp training.
   """
   if not config.adaptive_weight_p:
     return err
@@ -144,10 +143,8 @@ def actor_loss(agent, params, batch, keys, axis_name=None, *, use_topk: bool):
   info = {"actor/bc_loss": bc_loss, "actor/bc_error": masked_mean(bc_err, batch["valid"], axis_name)}
   loss = bc_loss
   if use_topk:
-    candidates, q = scored_samples(
-        agent, lambda o, k, n: sample_chunks(agent, agent.anchor_params, o, k, n), obs,
-        fold(keys, 1), c.num_candidates)
-    positives = jax.lax.stop_gradient(top_k_positives(q, candidates, c.top_k)[0])
+    positives, _, _, q = base.anchor_topk(agent, sample_chunks, obs, fold(keys, 1))
+    positives = jax.lax.stop_gradient(positives)
     topk_loss = jnp.mean(mean_flow_loss(agent, params, obs, positives, fold(keys, 2))[0])
     loss = loss + hparam(agent, "topk_weight") * topk_loss
     info.update({"actor/topk_loss": topk_loss, "actor/candidate_q_mean": q.mean()})
@@ -158,10 +155,9 @@ def actor_loss(agent, params, batch, keys, axis_name=None, *, use_topk: bool):
 def update(agent: MVPAgent, batch, key, *, online: bool, axis_name: Optional[str] = None):
   """MeanFlow BC (+ lambda * top-K MeanFlow when use_topk) and chunked TD."""
   c = agent.config
-  use_topk = bool(c.use_topk and (online or c.topk_offline))
   return base.apply_update(
       agent, batch, base.per_example_keys(key, batch),
-      actor_loss=functools.partial(actor_loss, use_topk=use_topk),
+      actor_loss=functools.partial(actor_loss, use_topk=base.uses_topk(c, online)),
       sample=_policy_samples,
       ema_tau=hparam(agent, "ema_tau") if c.use_topk else None, axis_name=axis_name)
 

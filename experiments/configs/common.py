@@ -107,8 +107,8 @@ _QUICK_BUDGET = {
     "train.online_steps": 10_000,
     "train.start_training": 1_000,
     "train.eval_interval": 2_500,
-    # The most episodes that keep evaluation under ~15% of the run (36: 13.8% measured on 2
-    # cores, docs/protocol.md); 20 made a seed's score depend on which 20 starts were drawn.
+    # The most episodes that keep evaluation under ~15% of the run on 2 cores (docs/protocol.md);
+    # 20 made a seed's score depend on which 20 starts were drawn.
     "train.eval_episodes": 36,
     "train.log_interval": 500,
     "train.checkpoint_interval": 2_500,

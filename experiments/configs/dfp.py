@@ -22,8 +22,7 @@ _OFFLINE_RL = {"agent.num_act_samples": 1, "agent.topk_offline": True, "agent.to
 OVERRIDES = {
     **{p: _OFFLINE_RL for p in common.OFFLINE_TASKS},
     "offline-puzzle-4x4-task4": {**_OFFLINE_RL, "agent.top_k": 16, "agent.num_candidates": 32},
-    # Table 5's Robomimic K and temperatures, also on the quick-* presets. (An earlier field
-    # without the released affinity floor never closed the gripper with them and needed R = 1.)
+    # Table 5's Robomimic K and temperatures, also on the quick-* presets.
     **{p: {"agent.top_k": 2, "agent.temperatures": (0.005, 0.05)}
        for p in common.ROBOMIMIC_TASKS + tuple(common.QUICK_ROBOMIMIC)},
 }

@@ -249,6 +249,22 @@ def test_best_of_n_acts_with_the_argmax_q_sample(lib, sample):
   assert bool(jnp.all(q_chosen >= q.max(-1) - 1e-5))
 
 
+def test_every_config_files_method_is_the_name_its_agent_and_switches_give():
+  for method in METHODS:
+    config = _config_file(method).get_config("quick")
+    assert agents.method_name(config) == method
+  dfp_without = _config_file("dfp").get_config("quick")
+  dfp_without.agent.use_topk = False
+  assert agents.method_name(dfp_without) == "dfp_no_topk"
+  mvp_with = _config_file("mvp").get_config("quick")
+  mvp_with.agent.use_topk = True
+  assert agents.method_name(mvp_with) == "mvp_topk"
+
+
+def _config_file(method):
+  return __import__(f"experiments.configs.{method}", fromlist=["get_config"])
+
+
 def test_every_config_file_has_every_preset_and_its_method():
   for method in METHODS:
     module = __import__(f"experiments.configs.{method}", fromlist=["get_config"])

@@ -146,6 +146,25 @@ def test_partial_run_is_read_from_eval_csv(tmp_path, capsys):
   assert "dropped 1 eval steps" in capsys.readouterr().err
 
 
+def test_a_method_is_labelled_by_its_agent_and_top_k_switch_however_it_was_run(tmp_path):
+  """DFP run from dfp.py with agent.use_topk off is 'dfp_no_topk', as dfp_no_topk.py's runs
+  are; MVP with it on is 'mvp_topk'; they pool into one row each."""
+  cases = [("dfp", True, "dfp"), ("dfp", False, "dfp_no_topk"), ("dfp_no_topk", False,
+           "dfp_no_topk"), ("mvp", True, "mvp_topk"), ("mvp_topk", True, "mvp_topk"),
+           ("mvp", False, "mvp"), ("qc_fql", False, "qc_fql")]
+  for i, (method, use_topk, _) in enumerate(cases):
+    d = tmp_path / f"run{i}"
+    write_run(d, method, SINGLE, i, _evals(0.2, 0.4))
+    config = json.loads((d / "config.json").read_text())
+    config["agent"]["use_topk"] = use_topk
+    (d / "config.json").write_text(json.dumps(config))
+  runs = sorted(report.find_runs([str(tmp_path)]), key=lambda r: r["config"]["seed"])
+  assert [report.run_label(r["config"]) for r in runs] == [label for *_, label in cases]
+  rows = report.summarise(runs)
+  assert {r["label"]: r["num_seeds"] for r in rows} == {
+      "dfp": 1, "dfp_no_topk": 2, "mvp": 1, "mvp_topk": 2, "qc_fql": 1}
+
+
 def test_label_key_groups_by_top_k(tmp_path):
   success = {16: [0.7, 0.9], 4: [0.5, 0.6], 2: [0.2, 0.4]}  # offline only
   for k, values in success.items():
