@@ -255,22 +255,21 @@ def save(recorder: Recorder, member: int, out_dir: str, prefix: str, task: str, 
 
 
 @contextlib.contextmanager
-def evaluation_videos(run, step: int):
-  """The training loop's evaluation videos (`train.video_episodes`): yields the `watch` for
-  `MemberEnvs.evaluate` (None when off), then writes `<member dir>/videos/<step>_ep<k>.mp4` and
-  gives each to the member's metrics logger (TensorBoard, W&B)."""
-  tc = run.config.train
-  episodes = min(tc.get("video_episodes", 0), tc.eval_episodes)
+def evaluation_videos(train_config, task: str, loggers, positions, step: int):
+  """The training loop's evaluation videos (`train.video_episodes` of `train_config`): yields
+  the `watch` for `MemberEnvs.evaluate` (None when off), then writes
+  `<member dir>/videos/<step>_ep<k>.mp4` and gives each to its member's metrics logger
+  (`loggers`, one per written member, at `positions` among the members evaluated)."""
+  episodes = min(train_config.get("video_episodes", 0), train_config.eval_episodes)
   if episodes <= 0:
     yield None
     return
-  outputs = run.outputs
-  recorder = Recorder(outputs.positions, episodes, tc.video_size)
+  recorder = Recorder(positions, episodes, train_config.video_size)
   try:
     yield recorder
-    for logger, position in zip(outputs.loggers, outputs.positions):
+    for logger, position in zip(loggers, positions):
       with fileio.staged(os.path.join(logger.workdir, "videos")) as out_dir:
-        for v in save(recorder, position, out_dir, f"{step}_", run.config.env.task, step):
+        for v in save(recorder, position, out_dir, f"{step}_", task, step):
           logger.video(f"eval/video_ep{v['episode']}", step, v["frames"], v["video"],
                        FPS / recorder.stride)
   finally:

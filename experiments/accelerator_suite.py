@@ -38,6 +38,7 @@ import jaxlib
 import numpy as np
 
 from dfp_jax import agents
+from experiments import measure
 
 
 def _peak_memory_mb():
@@ -55,17 +56,17 @@ def device_info() -> Dict:
           "matmul_precision": str(jax.config.jax_default_matmul_precision or "default")}
 
 
-def methods_table(bench, preset: str, iters: int, obs_dim: int, action_dim: int) -> List[Dict]:
+def methods_table(bench, preset: str, iters: int, obs_dim: int, action_dim: int, overrides=()) -> List[Dict]:
   rows = []
   for method in agents.METHODS:
-    row = bench.measure(bench.get_config(method, preset, bench.FLAGS.overrides), obs_dim,
+    row = bench.measure(bench.get_config(method, preset, overrides), obs_dim,
                         action_dim, iters)
     rows.append({"preset": preset, "method": method, **row})
   return rows
 
 
-def seeds_table(bench, preset: str, counts, iters: int, obs_dim: int, action_dim: int) -> List[Dict]:
-  config = bench.get_config("dfp", preset, bench.FLAGS.overrides)
+def seeds_table(bench, preset: str, counts, iters: int, obs_dim: int, action_dim: int, overrides=()) -> List[Dict]:
+  config = bench.get_config("dfp", preset, overrides)
   single = bench.measure_seeds(config, obs_dim, action_dim, 1, iters)
   rows = []
   for s in counts:
@@ -75,8 +76,8 @@ def seeds_table(bench, preset: str, counts, iters: int, obs_dim: int, action_dim
   return rows
 
 
-def population_table(bench, preset: str, sizes, iters: int, obs_dim: int, action_dim: int):
-  config = bench.get_config("dfp", preset, bench.FLAGS.overrides)
+def population_table(bench, preset: str, sizes, iters: int, obs_dim: int, action_dim: int, overrides=()):
+  config = bench.get_config("dfp", preset, overrides)
   rows = []
   for m in sizes:
     pop, data, ms = bench.measure_population(config, obs_dim, action_dim, m, iters)
@@ -85,11 +86,11 @@ def population_table(bench, preset: str, sizes, iters: int, obs_dim: int, action
   return rows
 
 
-def precision_table(bench, preset: str, iters: int, obs_dim: int, action_dim: int) -> List[Dict]:
+def precision_table(bench, preset: str, iters: int, obs_dim: int, action_dim: int, overrides=()) -> List[Dict]:
   """DFP's online update under each train.matmul_precision: ms, and how far one update's
   losses and actor parameters move from fp32's (same state, batch, key)."""
   from dfp_jax.train.updates import MATMUL_PRECISIONS, matmul_precision
-  config = bench.get_config("dfp", preset, bench.FLAGS.overrides)
+  config = bench.get_config("dfp", preset, overrides)
   lib = agents.get("dfp")
   agent = lib.create(config.agent, obs_dim, action_dim, jax.random.PRNGKey(0))
   batch = bench.random_batch(np.random.default_rng(0), config.train.batch_size, obs_dim,
@@ -152,7 +153,7 @@ def synthetic_env_step_ms(task: str, steps: int = 2000) -> float:
   return _env_step_ms(synthetic.make_env(task), steps)
 
 
-def trainer_table(bench, preset: str, smoke: bool, iters: int) -> List[Dict]:
+def trainer_table(bench, preset: str, smoke: bool, iters: int, overrides=()) -> List[Dict]:
   """The trainer end to end on `synthetic-cube-double` (cube-double's sizes and 500-step
   episodes, no simulator): offline updates/s with the scanned dispatch and online environment
   steps/s including one update each, from the run's train.csv (the first row of each phase,
@@ -163,7 +164,7 @@ def trainer_table(bench, preset: str, smoke: bool, iters: int) -> List[Dict]:
   from dfp_jax.data import synthetic
   from dfp_jax.train import loop
   from dfp_jax.train.metrics import read_csv
-  config = bench.get_config("dfp", preset, bench.FLAGS.overrides)
+  config = bench.get_config("dfp", preset, overrides)
   offline, online, log = (40, 60, 10) if smoke else (2_000, 1_500, 250)
   start = 10 if smoke else 250
   config.env.task = "synthetic-cube-double"
@@ -209,7 +210,7 @@ def real_env_step_ms(task: str = "cube-double-play-singletask-task2-v0", steps: 
     env.close()
 
 
-def real_trainer_table(bench, preset: str, smoke: bool) -> List[Dict]:
+def real_trainer_table(bench, preset: str, smoke: bool, overrides=()) -> List[Dict]:
   """The trainer end to end with real cube-double environments stepped by environment workers
   (one per usable core), for 1 and 16 members (smoke: 1 and 2), from summary.json's time_s:
   whether the host's cores keep up with the accelerator. Offline data: a few generated play
@@ -229,7 +230,7 @@ def real_trainer_table(bench, preset: str, smoke: bool) -> List[Dict]:
     ogbench_generate.generate("cube-double-play-v0", 2, data, episode_length=100,
                               val_episodes=1, num_workers=1, progress=False)
     for members in ((1, 2) if smoke else (1, 16)):
-      config = bench.get_config("dfp", preset, bench.FLAGS.overrides)
+      config = bench.get_config("dfp", preset, overrides)
       config.env.task, config.env.dataset_dir = "cube-double-play-singletask-task2-v0", data
       config.env.generate_episodes = 0
       config.train.update(offline_steps=offline, online_steps=online, start_training=10,
@@ -320,9 +321,11 @@ def _write(out: str, result: Dict, started: float):
     f.write(markdown(result))
 
 
-def run(bench, out: str, smoke: bool, iters: int, obs_dim: int, action_dim: int) -> Dict:
+def run(out: str, smoke: bool, iters: int, obs_dim: int, action_dim: int, overrides=(),
+        bench=measure) -> Dict:
   """Measure every table in turn, rewriting DIR/accelerator.{json,md} after each one, so a
-  session cut short still returns what it measured."""
+  session cut short still returns what it measured. `overrides` (field=value) are set in
+  every measured config; `bench` is the timing module (`experiments.measure`)."""
   preset = "smoke" if smoke else "cube-double-task2"
   seeds = (1, 2) if smoke else (1, 5, 10, 20)
   members = (1, 2) if smoke else (1, 2, 4, 8, 16, 32, 64)
@@ -330,17 +333,17 @@ def run(bench, out: str, smoke: bool, iters: int, obs_dim: int, action_dim: int)
   os.makedirs(out, exist_ok=True)
   result = {"device": device_info(), "preset": preset, "iters": iters, "complete": False}
   steps = [
-      ("methods", lambda: methods_table(bench, preset, iters, obs_dim, action_dim)),
-      ("seeds", lambda: seeds_table(bench, preset, seeds, iters, obs_dim, action_dim)),
+      ("methods", lambda: methods_table(bench, preset, iters, obs_dim, action_dim, overrides)),
+      ("seeds", lambda: seeds_table(bench, preset, seeds, iters, obs_dim, action_dim, overrides)),
       ("population", lambda: population_table(bench, preset, members, iters, obs_dim,
-                                              action_dim)),
-      ("precision", lambda: precision_table(bench, preset, iters, obs_dim, action_dim)),
-      ("trainer", lambda: trainer_table(bench, preset, smoke, iters)),
+                                              action_dim, overrides)),
+      ("precision", lambda: precision_table(bench, preset, iters, obs_dim, action_dim, overrides)),
+      ("trainer", lambda: trainer_table(bench, preset, smoke, iters, overrides)),
       ("real_env_step_ms", real_env_step_ms),
-      ("real_trainer", lambda: real_trainer_table(bench, preset, smoke)),
+      ("real_trainer", lambda: real_trainer_table(bench, preset, smoke, overrides)),
   ]
-  for key, measure in steps:
-    result[key] = measure()
+  for key, table in steps:
+    result[key] = table()
     _write(out, result, started)
     print(f"[{result['wall_s']:.0f} s] {key} done", flush=True)
   result["complete"] = True

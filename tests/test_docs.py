@@ -221,7 +221,8 @@ def absl_flags() -> Set[str]:
 def module_flags(module: str) -> Optional[Tuple[Dict[str, str], bool]]:
   """({flag: DEFINE kind}, takes a config file) of an absl entry point; None if not absl."""
   source = module_source(module)
-  if source is None or "from absl import" not in source or "app.run" not in source:
+  if (source is None or "from absl import" not in source
+      or not ("app.run" in source or "cli.run(" in source)):
     return None
   defined = {name: kind for kind, name in FLAG_DEF.findall(source)}
   return defined, "DEFINE_config_file" in source

@@ -72,7 +72,7 @@ def test_smoke_training_on_eight_devices_matches_one(tmp_path):
     res = subprocess.run(
         [sys.executable, "-m", "experiments.train", "--config=experiments/configs/dfp.py:smoke",
          f"--workdir={tmp_path / name}", f"--config.env.dataset_dir={tmp_path / 'data'}",
-         "--config.train.batch_size=32", f"--config.train.data_parallel={dp}"],
+         "--config.train.batch_size=32", f"--config.train.use_mesh={dp}"],
         cwd=root, env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
   a, b = read_csv(str(tmp_path / "dp8" / "train.csv")), read_csv(str(tmp_path / "single" / "train.csv"))

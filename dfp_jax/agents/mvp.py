@@ -136,7 +136,6 @@ def _adaptive(err, config):
 
 
 def actor_loss(agent, params, batch, keys, axis_name=None, *, use_topk: bool):
-  c = agent.config
   obs = batch["observations"]
   bc_loss, bc_err = mean_flow_loss(agent, params, obs, batch["actions"][:, None], fold(keys, 0))
   bc_loss = masked_mean(bc_loss, batch["valid"], axis_name)

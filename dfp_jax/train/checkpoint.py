@@ -96,9 +96,19 @@ def _flatten(tree, prefix="") -> Dict[str, Any]:
 ADDED_FIELDS = {"train.matmul_precision": "default", "train.init_from": ""}
 
 
+# Fields renamed after runs were written: old name -> new name (same values).
+RENAMED_FIELDS = {"train.data_parallel": "train.use_mesh"}
+
+
+def _current_names(flat: Dict[str, Any]) -> Dict[str, Any]:
+  return {RENAMED_FIELDS.get(k, k): v for k, v in flat.items()}
+
+
 def config_differences(old: Dict, new: Dict, ignore: Sequence[str] = RESUMABLE_FIELDS) -> List[str]:
-  """'field: old -> new' for every field that differs between two config dicts."""
-  a, b = {**ADDED_FIELDS, **_flatten(old)}, {**ADDED_FIELDS, **_flatten(new)}
+  """'field: old -> new' for every field that differs between two config dicts (a saved
+  config's renamed fields compared under their current names)."""
+  a = {**ADDED_FIELDS, **_current_names(_flatten(old))}
+  b = {**ADDED_FIELDS, **_current_names(_flatten(new))}
   return [f"{k}: {a.get(k, '<absent>')} -> {b.get(k, '<absent>')}"
           for k in sorted(set(a) | set(b)) if k not in ignore and a.get(k) != b.get(k)]
 

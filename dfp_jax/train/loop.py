@@ -44,9 +44,9 @@ __all__ = ["train_and_evaluate", "EnvironmentFailure", "Interrupted", "LockedErr
 def _placement(config, num_members: int, requested_mesh, multi_host: bool):
   """Where the members run: a plain vmap on one device, or a (pop, data) mesh over all."""
   tc = config.train
-  if multi_host and not tc.data_parallel:
-    raise validation.ConfigError("a multi-process run needs train.data_parallel=True")
-  if not tc.data_parallel or (jax.device_count() == 1 and requested_mesh is None):
+  if multi_host and not tc.use_mesh:
+    raise validation.ConfigError("a multi-process run needs train.use_mesh=True")
+  if not tc.use_mesh or (jax.device_count() == 1 and requested_mesh is None):
     return parallel.Placement(num_members)
   try:
     pop, data = parallel.mesh_shape(num_members, jax.device_count(), tc.batch_size,
@@ -152,28 +152,43 @@ def _fault_handler(ckpt, ckpt_dir: str, members):
   return on_fault
 
 
+def _member_envs(config, method, place, seeds: Sequence[int]) -> MemberEnvs:
+  """The training and evaluation environments of this process's members (`seeds`, one per
+  member), stepped in `train.env_workers` worker processes (default: the usable cores; 0: in
+  this process)."""
+  tc = config.train
+  workers = usable_cores() if tc.get("env_workers") is None else tc.env_workers
+  width = tc.get("eval_envs") or default_eval_envs(tc.eval_episodes, len(seeds), workers)
+  return MemberEnvs(functools.partial(tasks.make_env, config.env), seeds, config.agent.chunk_len,
+                    updates.make_act_fn(method), place,
+                    eval_act_fn=updates.make_eval_act_fn(method), workers=workers,
+                    eval_envs=min(width, max(tc.eval_episodes, 1)))
+
+
+def _checkpointer(tc, layout, mode: str) -> Optional[checkpoint.Checkpointer]:
+  """The run's checkpointer (None when it neither saves nor resumes); the end of the offline
+  phase is kept whatever keep_checkpoints says (--init_from starts there)."""
+  if tc.checkpoint_interval <= 0 and mode != "resume":
+    return None
+  return checkpoint.Checkpointer(layout.ckpt_dir, tc.keep_checkpoints, tc.async_checkpointing,
+                                 keep_steps=[tc.offline_steps])
+
+
 def setup(config, layout, mode: str, is_main: bool, mesh=None, source=None):
   """The run's fixed parts and its state (fresh, restored from the latest checkpoint, or, for a
   fresh run with `source` = (init_from.Source, source member of each member), the source's
   offline-phase state)."""
   t_setup = time.perf_counter()
-  tc, ac = config.train, config.agent
+  tc = config.train
   multi_host = jax.process_count() > 1
   method = agents.get(config.method)
   place = _placement(config, len(layout.members), mesh, multi_host)
-  seeds = [layout.members[i].seed for i in place.rows]
-  workers = usable_cores() if tc.get("env_workers") is None else tc.env_workers
-  width = tc.get("eval_envs") or default_eval_envs(tc.eval_episodes, len(seeds), workers)
-  envs = MemberEnvs(functools.partial(tasks.make_env, config.env), seeds, ac.chunk_len,
-                    updates.make_act_fn(method), place, eval_act_fn=updates.make_eval_act_fn(method),
-                    workers=workers, eval_envs=min(width, max(tc.eval_episodes, 1)))
+  envs = _member_envs(config, method, place, [layout.members[i].seed for i in place.rows])
   try:  # the environment workers stop if the rest fails
     state = _fresh_state(method, config, layout, place, envs.obs_dim, envs.action_dim)
     offline_update, online_update = updates.make_update_fns(
         method.update, tc.on_nonfinite == "skip", place.mesh, tc.get("utd_ratio", 1))
-    ckpt = (checkpoint.Checkpointer(layout.ckpt_dir, tc.keep_checkpoints, tc.async_checkpointing,
-                                    keep_steps=[tc.offline_steps])
-            if tc.checkpoint_interval > 0 or mode == "resume" else None)
+    ckpt = _checkpointer(tc, layout, mode)
     restored = (_newest_restorable(ckpt, layout, state, place.rows, is_main)
                 if mode == "resume" else None)
     meta = restored[2] if restored else None
@@ -202,10 +217,12 @@ def setup(config, layout, mode: str, is_main: bool, mesh=None, source=None):
                        _fault_handler(ckpt, layout.ckpt_dir, [layout.members[i] for i in place.rows]),
                        place.to_host)
     watch.skipped = state.skipped
-    run = Run(config, layout, envs, offline_update, online_update,
-              jax.jit(jax.vmap(method.start_online)), place,
-              [layout.member_config(i).agent.discount for i in place.rows], data, ckpt, outputs,
-              watch, StopSignals(), is_main, multi_host, time.time())
+    run = Run(config=config, layout=layout, envs=envs, offline_update=offline_update,
+              online_update=online_update, start_online=jax.jit(jax.vmap(method.start_online)),
+              placement=place,
+              discounts=[layout.member_config(i).agent.discount for i in place.rows],
+              data=data, ckpt=ckpt, outputs=outputs, watch=watch, signals=StopSignals(),
+              is_main=is_main, multi_host=multi_host, t_start=time.time())
     run.timing["setup"] = time.perf_counter() - t_setup
     return run, state
   except BaseException:

@@ -83,12 +83,14 @@ def environment_failures(run: Run, doing: str, step: int):
 
 
 def evaluate(run: Run, state: RunState, phase: str):
-  """Evaluate every seed on the same seeded episodes; log the rows."""
+  """Evaluate every member on the same seeded episodes; log the rows."""
   tc = run.tc
   if tc.eval_episodes <= 0:
     return
   t0 = time.time()
-  with run.timed("evaluation"), video.evaluation_videos(run, state.step) as watch, \
+  videos = video.evaluation_videos(tc, run.config.env.task, run.outputs.loggers,
+                                    run.outputs.positions, state.step)
+  with run.timed("evaluation"), videos as watch, \
       environment_failures(run, "in the evaluation", state.step):
     results, state.eval_keys, _ = run.envs.evaluate(state.agents, state.eval_keys,
                                                     tc.eval_episodes, tc.eval_seed, watch)

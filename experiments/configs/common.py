@@ -76,7 +76,8 @@ def base_config(method: str, agent_config):
   c.train.offline_batch_ratio = config_dict.placeholder(float)  # None: one FIFO buffer; else this
   #   fraction of each online minibatch from the offline data, kept whole (RLPD: 0.5)
   c.train.bc_offline_only = False     # with offline_batch_ratio: DFP's L_BC on offline chunks only
-  c.train.data_parallel = True       # split each batch over all devices when there are several
+  c.train.use_mesh = True            # lay the run over a mesh of all devices (members along POP,
+                                     # each batch along DATA) when there are several; False: one
   c.train.init_from = ""              # WORKDIR[@STEP]: start online from that run's offline phase
   c.train.eval_interval = 100_000    # steps between evaluations (each phase)
   c.train.eval_episodes = 100        # seeded evaluation episodes (the released trainer's count)

@@ -70,11 +70,10 @@ def test_suite_cut_short_keeps_the_tables_it_measured(tmp_path):
   def cut(*args, **kwargs):
     raise RuntimeError("session over")
 
-  bench = types.SimpleNamespace(
-      FLAGS=types.SimpleNamespace(overrides=[]), measure=measure, measure_seeds=cut,
-      get_config=lambda method, preset, overrides=(): None)
+  bench = types.SimpleNamespace(measure=measure, measure_seeds=cut,
+                                get_config=lambda method, preset, overrides=(): None)
   with pytest.raises(RuntimeError, match="session over"):
-    accelerator_suite.run(bench, str(tmp_path), True, 2, 40, 5)
+    accelerator_suite.run(str(tmp_path), True, 2, 40, 5, bench=bench)
   result = json.loads((tmp_path / "accelerator.json").read_text())
   assert result["complete"] is False and "seeds" not in result
   assert [r["method"] for r in result["methods"]] == list(agents.METHODS)

@@ -361,6 +361,14 @@ def test_a_config_saved_before_matmul_precision_existed_compares_as_the_backend_
     ck.check_same_config("runs/x", old, new)
 
 
+def test_a_config_saved_under_a_fields_old_name_compares_under_its_new_name():
+  from dfp_jax.train import checkpoint as ck
+  old = {"train": {"batch_size": 8, "data_parallel": True}}
+  assert ck.config_differences(old, {"train": {"batch_size": 8, "use_mesh": True}}) == []
+  assert ck.config_differences(old, {"train": {"batch_size": 8, "use_mesh": False}}) == [
+      "train.use_mesh: True -> False"]
+
+
 def test_a_run_with_a_separate_offline_buffer_resumes_to_the_uninterrupted_run(reference,
                                                                                tmp_path):
   """train.offline_batch_ratio (+ bc_offline_only): killed in the online phase and rerun, the
