@@ -30,7 +30,8 @@ setup(
     ],
     extras_require={
         # The remote-workdir tests run against a local Cloud Storage emulator.
-        "test": ["pytest>=8", "nbformat", "nbclient", "ipykernel", "wandb", "gcsfs",
+        # pytest-xdist: the suite runs on every core (pytest.ini).
+        "test": ["pytest>=8", "pytest-xdist", "nbformat", "nbclient", "ipykernel", "wandb", "gcsfs",
                  "gcp-storage-emulator"],
         "wandb": ["wandb"],
         # gs:// workdirs (TPU pods): the path layer's files go through gcsfs.

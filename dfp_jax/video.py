@@ -13,6 +13,7 @@ GIF where that is missing. A contact sheet is one PNG strip of evenly spaced
 frames.
 """
 
+import collections
 import contextlib
 import importlib
 import os
@@ -64,38 +65,51 @@ def scene_of(env) -> Tuple[object, object, str, Optional[object]]:
 
 
 class Renderer:
-  """Offscreen frames of any MuJoCo model at one size: `frame(env) -> [H, W, 3] uint8`."""
+  """Offscreen frames of any MuJoCo model at one size: `frame(env) -> [H, W, 3] uint8`.
+
+  Keeps a rendering context per model for the last few models it drew (several members'
+  environments, each its own model, alternate in one evaluation; building a context costs
+  far more than a frame)."""
+
+  MAX_CONTEXTS = 16  # robosuite rebuilds its model at every reset: older contexts are freed
 
   def __init__(self, width: int, height: int):
     import mujoco
     self._mj = mujoco
     self.width, self.height = int(width), int(height)
     self._gl = _gl_context(self.width, self.height)
-    self._model, self._context, self._scene = None, None, None
+    self._contexts = collections.OrderedDict()  # id(model) -> (model, MjrContext, MjvScene)
 
   def _bind(self, model):
-    """A rendering context for `model` (robosuite rebuilds its model at every reset)."""
+    """The (context, scene) for `model`, made current."""
     mj = self._mj
-    if model is self._model:
-      return
-    if self._context is not None:
-      self._context.free()
+    self._gl.make_current()
+    entry = self._contexts.get(id(model))
+    if entry is not None and entry[0] is model:
+      self._contexts.move_to_end(id(model))
+      mj.mjr_setBuffer(mj.mjtFramebuffer.mjFB_OFFSCREEN, entry[1])
+      return entry[1], entry[2]
+    if entry is not None:  # a freed model's id reused
+      entry[1].free()
+      del self._contexts[id(model)]
+    while len(self._contexts) >= self.MAX_CONTEXTS:
+      _, (_, context, _) = self._contexts.popitem(last=False)
+      context.free()
     # The offscreen buffer must hold the frame; the field only affects rendering.
     model.vis.global_.offwidth = max(model.vis.global_.offwidth, self.width)
     model.vis.global_.offheight = max(model.vis.global_.offheight, self.height)
-    self._gl.make_current()
-    self._context = mj.MjrContext(model, mj.mjtFontScale.mjFONTSCALE_150)
-    mj.mjr_setBuffer(mj.mjtFramebuffer.mjFB_OFFSCREEN, self._context)
-    self._scene = mj.MjvScene(model, maxgeom=10_000)
-    self._scene.flags[mj.mjtRndFlag.mjRND_SHADOW] = 0
-    self._scene.flags[mj.mjtRndFlag.mjRND_REFLECTION] = 0
-    self._model = model
+    context = mj.MjrContext(model, mj.mjtFontScale.mjFONTSCALE_150)
+    mj.mjr_setBuffer(mj.mjtFramebuffer.mjFB_OFFSCREEN, context)
+    scene = mj.MjvScene(model, maxgeom=10_000)
+    scene.flags[mj.mjtRndFlag.mjRND_SHADOW] = 0
+    scene.flags[mj.mjtRndFlag.mjRND_REFLECTION] = 0
+    self._contexts[id(model)] = (model, context, scene)
+    return context, scene
 
   def frame(self, env) -> np.ndarray:
     mj = self._mj
     model, data, camera_name, option = scene_of(env)
-    self._bind(model)
-    self._gl.make_current()
+    context, scene = self._bind(model)
     camera = mj.MjvCamera()
     camera_id = mj.mj_name2id(model, mj.mjtObj.mjOBJ_CAMERA, camera_name)
     if camera_id >= 0:
@@ -103,17 +117,17 @@ class Renderer:
     else:
       mj.mjv_defaultFreeCamera(model, camera)
     mj.mjv_updateScene(model, data, option or mj.MjvOption(), None, camera,
-                       mj.mjtCatBit.mjCAT_ALL, self._scene)
+                       mj.mjtCatBit.mjCAT_ALL, scene)
     rect = mj.MjrRect(0, 0, self.width, self.height)
-    mj.mjr_render(rect, self._scene, self._context)
+    mj.mjr_render(rect, scene, context)
     out = np.empty((self.height, self.width, 3), np.uint8)
-    mj.mjr_readPixels(out, None, rect, self._context)
+    mj.mjr_readPixels(out, None, rect, context)
     return np.flipud(out)
 
   def close(self):
-    if self._context is not None:
-      self._context.free()
-      self._context = None
+    for _, context, _ in self._contexts.values():
+      context.free()
+    self._contexts.clear()
     if self._gl is not None:
       self._gl.free()
       self._gl = None
