@@ -21,8 +21,6 @@ from dfp_jax.train import checkpoint, loop as trainer
 from dfp_jax.train.metrics import read_csv
 from experiments.configs import dfp as dfp_configs
 
-# Every test here trains or runs the command line in a subprocess.
-pytestmark = pytest.mark.slow
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 OFFLINE, ONLINE = 200, 80
@@ -113,6 +111,7 @@ def reference(tmp_path_factory):
   return str(root / "ref"), data
 
 
+@pytest.mark.subprocess
 def test_sigterm_saves_and_resumes_on_another_device_count(reference, tmp_path):
   ref, data = reference
   work = str(tmp_path / "term")
@@ -133,6 +132,7 @@ def test_sigterm_saves_and_resumes_on_another_device_count(reference, tmp_path):
   assert summary["num_devices"] == 1
 
 
+@pytest.mark.subprocess
 def test_a_finished_run_is_not_retrained_and_another_config_is_refused(reference, tmp_path):
   ref, data = reference
   work = str(tmp_path / "copy")
@@ -163,6 +163,7 @@ def _truncate(step_dir):
         fh.truncate(os.path.getsize(path) // 2)
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("damage", ["truncated", "file missing"])
 def test_a_damaged_newest_checkpoint_is_moved_aside_and_the_run_resumes(reference, tmp_path,
                                                                         damage):
@@ -190,6 +191,7 @@ def test_a_damaged_newest_checkpoint_is_moved_aside_and_the_run_resumes(referenc
     np.testing.assert_array_equal(x, y)
 
 
+@pytest.mark.subprocess
 def test_corrupt_and_incompatible_checkpoints_are_one_line_errors(reference, tmp_path):
   ref, data = reference
   # Every checkpoint damaged: one line, and every one of them kept (moved aside).
@@ -219,6 +221,7 @@ def test_corrupt_and_incompatible_checkpoints_are_one_line_errors(reference, tmp
   assert "this run asks for ['seed_0', 'seed_1', 'seed_2']" in res.stderr
 
 
+@pytest.mark.subprocess
 def test_corrupt_dataset_is_one_line_error(tiny_cube_single, tmp_path):
   data = tmp_path / "data"
   shutil.copytree(tiny_cube_single, data)
@@ -254,6 +257,7 @@ def _nan_config(tiny_cube_single, policy):
   return c
 
 
+@pytest.mark.slow  # trains in this process
 def test_nonfinite_update_stops_and_keeps_the_last_good_checkpoint(tiny_cube_single, tmp_path,
                                                                     monkeypatch):
   monkeypatch.setitem(agents.METHODS, "nan_dfp", _nan_method(bad_from=12))
@@ -266,6 +270,7 @@ def test_nonfinite_update_stops_and_keeps_the_last_good_checkpoint(tiny_cube_sin
   assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(saved) if x.dtype.kind == "f")
 
 
+@pytest.mark.slow  # trains in this process
 def test_skip_policy_skips_nonfinite_updates(tiny_cube_single, tmp_path, monkeypatch):
   monkeypatch.setitem(agents.METHODS, "nan_dfp", _nan_method(bad_from=12))
   c = _nan_config(tiny_cube_single, "skip")
@@ -302,6 +307,7 @@ def _kill_when(workdir, data, ready):
   return _steps(ckpt_dir), names
 
 
+@pytest.mark.subprocess
 def test_soak_ten_kills_at_random_moments_resume_to_the_uninterrupted_run(reference, tmp_path):
   """SIGKILL at 10 random moments over both phases (2 of them while a checkpoint is being
   written), rerunning after each: the run ends exactly where the uninterrupted one ended."""
@@ -369,6 +375,7 @@ def test_a_config_saved_under_a_fields_old_name_compares_under_its_new_name():
       "train.use_mesh: True -> False"]
 
 
+@pytest.mark.subprocess
 def test_a_run_with_a_separate_offline_buffer_resumes_to_the_uninterrupted_run(reference,
                                                                                tmp_path):
   """train.offline_batch_ratio (+ bc_offline_only): killed in the online phase and rerun, the

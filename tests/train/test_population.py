@@ -93,8 +93,10 @@ def _assert_members_equal_lone(workdir, lone):
                    os.path.join(lone, f"lone-{w}-{r}", TASK, f"seed_{seed}"))
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("mesh, devices", [(None, None), ("8,1", 8), ("4,2", 8)])
+# The population on one device here; on meshes (8,1 until a kill, then 4,2 in one process,
+# and 4,2 over two processes) in the next test, against the same lone runs.
+@pytest.mark.subprocess
+@pytest.mark.parametrize("mesh, devices", [(None, None)])
 def test_members_equal_lone_runs(lone, mesh, devices):
   workdir = str(lone / f"pop-{mesh or 'one'}")
   res = _train(workdir, "--seeds=0,1", *SWEEP, *([f"--mesh={mesh}"] if mesh else []),
@@ -111,7 +113,7 @@ def test_members_equal_lone_runs(lone, mesh, devices):
     assert len(rows) == len(VALUES) and all(r["num_seeds"] == "2" for r in rows), rows
 
 
-@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_two_processes_each_step_only_their_members_and_resume_onto_another_mesh(lone):
   import json
   workdir = str(lone / "pop-2proc")
@@ -150,7 +152,7 @@ def test_two_processes_each_step_only_their_members_and_resume_onto_another_mesh
   _assert_members_equal_lone(killed, str(lone))
 
 
-@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_a_separate_offline_buffer_in_two_processes_equals_one_process(tmp_path):
   """train.offline_batch_ratio with each process sampling its own member's minibatches from
   its own buffers: the same CSVs as the one-process run of both members."""
