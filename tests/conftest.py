@@ -20,22 +20,12 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-# Fixtures that train a reference run, built once per worker that uses them: the tests that
-# share one run on one pytest-xdist worker (`--dist loadgroup`), the rest are spread freely.
-SHARED_RUNS = ("smoke_two_seeds", "reference", "lone", "in_process_and_workers", "source")
-
-
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items):
-  """A test that starts a subprocess or several processes is slow: outside the fast tier.
-  Tests that share a reference run are grouped onto one worker."""
+  """A test that starts a subprocess or several processes is slow: outside the fast tier."""
   for item in items:
     if item.get_closest_marker("subprocess") or item.get_closest_marker("multiprocess"):
       item.add_marker(pytest.mark.slow)
-    shared = [f for f in SHARED_RUNS if f in getattr(item, "fixturenames", ())]
-    if shared:
-      scope = "" if shared[0] == "smoke_two_seeds" else item.module.__name__ + "::"
-      item.add_marker(pytest.mark.xdist_group(scope + shared[0]))
 
 
 @pytest.fixture(scope="session")
