@@ -1,5 +1,5 @@
 """Evaluate a trained run: `python -m experiments.evaluate --workdir=RUN [--step=N] [--episodes=50]
-[--videos=K] [--out=DIR] [--seed=k] [--sheet]`.
+[--videos=K] [--out=DIR] [--seed=k] [--sheet] [--perturb=NAME=STRENGTH,...]`.
 
 RUN is the directory that holds the run's `checkpoints/` (the `--workdir` of a
 lone run, `<workdir>/<task>` of a `--seeds` or `--sweep` run). The checkpoint
@@ -9,9 +9,11 @@ was saved on; every member of the population is evaluated, or those with
 `train.eval_seed + i`, best-of-N' acting (`MemberEnvs.evaluate` and the agent's
 `act`), acting keys from the checkpoint's evaluation stream. Prints success
 rate and return per member and writes `<out>/results.json` (out defaults to
-`RUN/evaluate/step_<N>`); `--videos=K` records the first K episodes of each
-member as `<out>/<member>/ep<k>.mp4` (GIF without an ffmpeg), `--sheet` also a
-PNG strip of frames per video.
+`RUN/evaluate/step_<N>`, plus `+NAME=S` per perturbation); `--videos=K` records the
+first K episodes of each member as `<out>/<member>/ep<k>.mp4` (GIF without an
+ffmpeg), `--sheet` also a PNG strip of frames per video. `--perturb=obs_noise=0.1,latency=2` evaluates under
+perturbations (`dfp_jax.perturbations`; the same perturbation on the same episode for every
+run; strength 0 is no perturbation).
 """
 
 import functools
@@ -24,26 +26,32 @@ import ml_collections
 import numpy as np
 from absl import app, flags, logging
 
-from dfp_jax import agents, fileio, video
+from dfp_jax import agents, fileio, perturbations, video
 from dfp_jax.data import DatasetError, tasks
 from dfp_jax.train import checkpoint, updates
 from dfp_jax.train.env_pool import EnvWorkerError, usable_cores
 from dfp_jax.train.envs import MemberEnvs, default_eval_envs
 from experiments.configs import common
 
-flags.DEFINE_string("workdir", None, "The run's directory (the one holding checkpoints/).")
-flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
-flags.DEFINE_integer("episodes", 50, "Seeded evaluation episodes per member.")
-flags.DEFINE_integer("videos", 0, "Record the first K episodes of each member.")
-flags.DEFINE_string("out", None, "Output directory (default RUN/evaluate/step_<N>).")
-flags.DEFINE_integer("seed", None, "Evaluate only the members with this seed.")
-flags.DEFINE_bool("sheet", False, "Also write one PNG strip of frames per video.")
-flags.DEFINE_integer("size", 256, "Video frame width and height in pixels.")
-flags.DEFINE_integer("stride", 1, "Render every n-th environment step.")
-flags.DEFINE_integer("env_workers", None, "Environment worker processes (default: the usable "
-                     "cores; 0: step in this process).")
-flags.DEFINE_string("dataset_dir", None, "Override env.dataset_dir (Robomimic environments are "
-                    "built from their dataset file).")
+def define_flags():
+  """The command's flags (defined when it runs, so other commands can import it)."""
+  flags.DEFINE_string("workdir", None, "The run's directory (the one holding checkpoints/).")
+  flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
+  flags.DEFINE_integer("episodes", 50, "Seeded evaluation episodes per member.")
+  flags.DEFINE_integer("videos", 0, "Record the first K episodes of each member.")
+  flags.DEFINE_string("out", None, "Output directory (default RUN/evaluate/step_<N>).")
+  flags.DEFINE_integer("seed", None, "Evaluate only the members with this seed.")
+  flags.DEFINE_bool("sheet", False, "Also write one PNG strip of frames per video.")
+  flags.DEFINE_integer("size", 256, "Video frame width and height in pixels.")
+  flags.DEFINE_integer("stride", 1, "Render every n-th environment step.")
+  flags.DEFINE_integer("env_workers", None, "Environment worker processes (default: the usable "
+                       "cores; 0: step in this process).")
+  flags.DEFINE_string("dataset_dir", None, "Override env.dataset_dir (Robomimic environments are "
+                      "built from their dataset file).")
+  flags.DEFINE_string("perturb", "", "NAME=STRENGTH[,...]: evaluate under these perturbations "
+                      f"({', '.join(perturbations.NAMES)}; dfp_jax/perturbations.py).")
+
+
 FLAGS = flags.FLAGS
 
 
@@ -98,13 +106,25 @@ def restore(workdir, step=None):
   return config, members, agent, device["eval_keys"], step
 
 
+def default_out(workdir, step, perturb=()) -> str:
+  """RUN/evaluate/step_<N>, with `+name=strength` per perturbation."""
+  return os.path.join(workdir, "evaluate", f"step_{step}" + "".join(
+      f"+{name}={strength:g}" for name, strength in perturb))
+
+
 def member_seed(name: str) -> int:
   return int(name.rsplit("seed_", 1)[1])
 
 
 def evaluate(workdir, step=None, episodes=50, videos=0, out=None, seed=None, sheet=False,
-             size=256, stride=1, dataset_dir=None, workers=None):
-  """Evaluate the members of a run's checkpoint; returns the results dict written to JSON."""
+             size=256, stride=1, dataset_dir=None, workers=None, perturb=(), restored=None):
+  """Evaluate the members of a run's checkpoint; returns the results dict written to JSON.
+
+  `perturb`: (name, strength) pairs, applied in order (`perturbations.wrap`). `restored`:
+  `restore(workdir, step)`'s result, when the caller already has it.
+  """
+  for name, strength in perturb:
+    perturbations.check(name, strength)
   if workers is not None and workers < 0:
     raise ValueError(f"--env_workers={workers}: must be >= 0 (0: step in this process)")
   if episodes < 1 or videos < 0 or videos > episodes:
@@ -112,9 +132,11 @@ def evaluate(workdir, step=None, episodes=50, videos=0, out=None, seed=None, she
                      f"(got {episodes}, {videos})")
   if videos:
     video.check_renderer()
-  config, members, agent_states, eval_keys, step = restore(workdir, step)
+  config, members, agent_states, eval_keys, step = restored or restore(workdir, step)
   if dataset_dir is not None:
     config.env.dataset_dir = dataset_dir
+  obs_std = (perturbations.observation_std(config.env)
+             if any(name == "obs_noise" for name, _ in perturb) else None)
   rows = [i for i, m in enumerate(members) if seed is None or member_seed(m) == seed]
   if not rows:
     raise ValueError(f"no member with seed {seed}; the run has {', '.join(members)}")
@@ -123,10 +145,11 @@ def evaluate(workdir, step=None, episodes=50, videos=0, out=None, seed=None, she
   seeds = [member_seed(members[i]) for i in rows]
   method = agents.get(config.method)
   workers = usable_cores() if workers is None else workers
-  envs = MemberEnvs(functools.partial(tasks.make_env, config.env), seeds, config.agent.chunk_len,
+  envs = MemberEnvs(functools.partial(perturbations.make_env, config.env, tuple(perturb), obs_std),
+                    seeds, config.agent.chunk_len,
                     updates.make_act_fn(method), eval_act_fn=updates.make_eval_act_fn(method),
                     workers=workers, eval_envs=default_eval_envs(episodes, len(seeds), workers))
-  out = out or os.path.join(workdir, "evaluate", f"step_{step}")
+  out = out or default_out(workdir, step, perturb)
   recorder = video.Recorder(range(len(rows)), videos, size, stride) if videos else None
   try:
     with updates.matmul_precision(config.train.get("matmul_precision", "default")):
@@ -134,7 +157,8 @@ def evaluate(workdir, step=None, episodes=50, videos=0, out=None, seed=None, she
                                               config.train.eval_seed, recorder)
     report = {"workdir": fileio.absolute(workdir), "step": step, "task": config.env.task,
               "method": config.method, "episodes": episodes,
-              "eval_seed": config.train.eval_seed, "members": []}
+              "eval_seed": config.train.eval_seed,
+              "perturb": [[name, strength] for name, strength in perturb], "members": []}
     for s, (i, res) in enumerate(zip(rows, results)):
       entry = {"member": members[i], "seed": seeds[s], **res,
                "per_episode": {k: v[s].tolist() for k, v in per_episode.items()}}
@@ -164,11 +188,12 @@ def main(argv):
   try:
     report = evaluate(FLAGS.workdir, FLAGS.step, FLAGS.episodes, FLAGS.videos, FLAGS.out,
                       FLAGS.seed, FLAGS.sheet, FLAGS.size, FLAGS.stride, FLAGS.dataset_dir,
-                      FLAGS.env_workers)
+                      FLAGS.env_workers, perturbations.parse(FLAGS.perturb))
   except (ValueError, DatasetError, checkpoint.CheckpointError, EnvWorkerError) as e:
     sys.exit(f"error: {e}")
-  out = FLAGS.out or os.path.join(FLAGS.workdir, "evaluate", f"step_{report['step']}")
-  print(f"{report['task']} step {report['step']}, {report['episodes']} episodes each:")
+  out = FLAGS.out or default_out(FLAGS.workdir, report["step"], report["perturb"])
+  under = "".join(f", {name}={strength:g}" for name, strength in report["perturb"])
+  print(f"{report['task']} step {report['step']}, {report['episodes']} episodes each{under}:")
   for m in report["members"]:
     print(f"  {m['member']}: success {m['success']:.3f}, return {m['return']:.2f}, "
           f"length {m['length']:.1f}")
@@ -179,4 +204,5 @@ def main(argv):
 
 if __name__ == "__main__":
   from experiments import cli
+  define_flags()
   cli.run(main)

@@ -42,17 +42,21 @@ from absl import flags
 
 from dfp_jax.train.metrics import read_csv
 
-flags.DEFINE_string("out", None, "Directory for results.md, results.csv and learning_curves.png.")
-flags.DEFINE_list("label_key", ["method"], "Dotted config key(s) whose values label a row.")
-flags.DEFINE_list("tasks_order", None, "Task columns first in this order (full or short names).")
-flags.DEFINE_string("reference", None, "Row label to compare every other row with (difference "
-                    "in success, Welch's t 95% CI over seeds).")
-flags.DEFINE_bool("paired", False, "With --reference: differences seed by seed (runs that "
-                  "share each seed's offline pretraining: --init_from, --share_offline), "
-                  "paired t 95% CI.")
-flags.DEFINE_enum("compare_phase", "final", ["final", "offline", "online"], "With --reference: "
-                  "the success compared (final: the last evaluation; offline: the end of "
-                  "offline pretraining, e.g. to compare offline-only runs with full ones).")
+def define_flags():
+  """The command's flags (defined when it runs, so other commands can import it)."""
+  flags.DEFINE_string("out", None, "Directory for results.md, results.csv and learning_curves.png.")
+  flags.DEFINE_list("label_key", ["method"], "Dotted config key(s) whose values label a row.")
+  flags.DEFINE_list("tasks_order", None, "Task columns first in this order (full or short names).")
+  flags.DEFINE_string("reference", None, "Row label to compare every other row with (difference "
+                      "in success, Welch's t 95% CI over seeds).")
+  flags.DEFINE_bool("paired", False, "With --reference: differences seed by seed (runs that "
+                    "share each seed's offline pretraining: --init_from, --share_offline), "
+                    "paired t 95% CI.")
+  flags.DEFINE_enum("compare_phase", "final", ["final", "offline", "online"], "With --reference: "
+                    "the success compared (final: the last evaluation; offline: the end of "
+                    "offline pretraining, e.g. to compare offline-only runs with full ones).")
+
+
 FLAGS = flags.FLAGS
 
 Keys = Union[str, Sequence[str]]  # "method,agent.top_k" or ["method", "agent.top_k"]
@@ -481,4 +485,5 @@ def main(argv):
 
 if __name__ == "__main__":
   from experiments import cli
+  define_flags()
   cli.run(main)

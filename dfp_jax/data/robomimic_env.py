@@ -36,6 +36,7 @@ import copy
 import logging
 from typing import Dict, Optional, Tuple
 
+import gymnasium
 import numpy as np
 
 from dfp_jax.data import DatasetError
@@ -104,11 +105,11 @@ def composite_controller_config(config: Dict, robot: str) -> Dict:
                                                 REGISTERED_ROBOTS[robot].arms)
 
 
-class RobomimicEnv:
-  """A robosuite env with the trainer's (gymnasium) interface; see the module docstring."""
+class RobomimicEnv(gymnasium.Env):
+  """A robosuite env as a gymnasium environment (so gymnasium's wrappers apply); see the
+  module docstring."""
 
   def __init__(self, env_meta: Dict, max_episode_steps: int):
-    import gymnasium
     robosuite = import_robosuite()
     kwargs = copy.deepcopy(env_meta.get("env_kwargs", {}))
     # robosuite's default hard resets stay: they rebuild the model each episode (0.3 s vs
@@ -180,7 +181,7 @@ class RobomimicEnv:
     second = self._observe(self._env._get_observations(force_update=True))
     return second, first == second
 
-  def reset(self, seed: Optional[int] = None):
+  def reset(self, *, seed: Optional[int] = None, options=None):
     if seed is not None:
       np.random.seed(seed % 2**32)
     self._t = 0

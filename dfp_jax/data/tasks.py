@@ -37,6 +37,33 @@ class SparseReward(gym.Wrapper):
     return getattr(self.env, name)
 
 
+def noisy_dataset(data, action_space, action_sigma: float, obs_sigma: float, seed: int,
+                  shard: int = 0):
+  """`env.dataset_action_noise` / `env.dataset_obs_noise`: the offline data with Gaussian
+  noise, drawn from (`seed`, `shard`). Actions get sigma x half the box width, clipped to the box;
+  observations sigma x each dimension's std over the data, and a state keeps one noise draw
+  as an observation and as the previous transition's next observation (rows are consecutive
+  within an episode; `terminals` ends one). Returns a new dict; other keys are shared."""
+  out = dict(data)
+  rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(shard), 0xDA7A]))
+  if action_sigma:
+    low, high = action_space.low, action_space.high
+    a = np.asarray(data["actions"], np.float32)
+    noise = rng.standard_normal(a.shape) * (action_sigma * (high - low) / 2)
+    out["actions"] = np.clip(a + noise, low, high).astype(a.dtype)
+  if obs_sigma:
+    obs = np.asarray(data["observations"])
+    scale = obs_sigma * obs.astype(np.float64).std(axis=0)
+    now = rng.standard_normal(obs.shape) * scale
+    fresh = rng.standard_normal(obs.shape) * scale  # next states that start no row
+    follows = np.zeros(len(obs), bool)  # row t's next observation is row t + 1's observation
+    follows[:-1] = np.asarray(data["terminals"])[:-1] == 0
+    nxt = np.where(follows[:, None], np.roll(now, -1, axis=0), fresh)
+    out["observations"] = (obs + now).astype(obs.dtype)
+    out["next_observations"] = (np.asarray(data["next_observations"]) + nxt).astype(obs.dtype)
+  return out
+
+
 def _rewarded(env, env_config):
   return SparseReward(env) if env_config.get("sparse_reward") else env
 
@@ -119,13 +146,20 @@ def load_task(env_config, *, num_shards=None, shard=None):
 
   A Robomimic file is read whole (or its `env.dataset_filter` split) and has
   no validation part here. With `env.sparse_reward` the datasets' rewards and the
-  environment's are `sparse_rewards`.
+  environment's are `sparse_rewards`; with `env.dataset_action_noise` or
+  `env.dataset_obs_noise` the training data is `noisy_dataset` (the validation data, which
+  only measures, stays clean).
   """
   env, train, val = _load_task(env_config, num_shards=num_shards, shard=shard)
   if env_config.get("sparse_reward"):
     for data in (train, val):
       if data is not None:
         data["rewards"] = sparse_rewards(data["rewards"])
+  action_sigma = env_config.get("dataset_action_noise") or 0.0
+  obs_sigma = env_config.get("dataset_obs_noise") or 0.0
+  if action_sigma or obs_sigma:
+    train = noisy_dataset(train, env.action_space, action_sigma, obs_sigma,
+                          env_config.get("dataset_noise_seed") or 0, shard or 0)
   return _rewarded(env, env_config), train, val
 
 

@@ -99,6 +99,9 @@ RULES = {
     "env.generate_episodes": count(0),
     "env.generate_episode_length": count(),
     "env.generate_task_goal_prob": number(0.0, 1.0),
+    "env.dataset_action_noise": number(0.0),
+    "env.dataset_obs_noise": number(0.0),
+    "env.dataset_noise_seed": Rule("int", lo=0, hi=MAX_SEED),
     "train.offline_batch_ratio": number(0.0, 1.0),
     # train
     **{f"train.{f}": count() for f in (

@@ -60,6 +60,13 @@ def base_config(method: str, agent_config):
   c.env.shard_interval = 1_000  # sharded data: next shard every this many steps (0: no swaps)
   c.env.success_timing = "post"  # "post": the paper's (ogbench 1.1.2); ogbench >= 1.2 uses "pre"
   c.env.sparse_reward = False   # -1 until success, 0 at it, offline and online (Q-chunking's --sparse)
+  # Noisy demonstrations (robustness study): Gaussian noise on the offline data only, drawn
+  # from env.dataset_noise_seed. Actions: sigma x half the action box; observations: sigma x
+  # each dimension's std in the data (a state's noise is the same as observation and as the
+  # previous transition's next observation).
+  c.env.dataset_action_noise = 0.0
+  c.env.dataset_obs_noise = 0.0
+  c.env.dataset_noise_seed = 0
   c.env.generate_episodes = 0   # > 0: generate this many play episodes if the data is missing
   c.env.generate_episode_length = config_dict.placeholder(int)  # None: the official length
   c.env.generate_task_goal_prob = 0.0  # generated play: fraction of targets that are the task's goal

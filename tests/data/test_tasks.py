@@ -183,3 +183,41 @@ def test_sparse_reward_applies_to_the_offline_data_the_online_steps_and_evaluati
   evals = read_csv(str(tmp_path / "run" / "seed_0" / "eval.csv"))
   assert np.all(evals["return"] >= -evals["length"]) and np.all(evals["return"] <= 0)
   assert json.loads((tmp_path / "run" / "seed_0" / "config.json").read_text())["env"]["sparse_reward"]
+
+
+def test_dataset_noise_perturbs_the_training_data_consistently_and_reproducibly(
+    tiny_cube_single):
+  """env.dataset_action_noise / env.dataset_obs_noise: seeded Gaussian noise on the offline
+  training data; a state's observation noise is the same where it is the next observation."""
+  import ml_collections
+  from experiments.configs import dfp as dfp_configs
+  config = dfp_configs.get_config("smoke")
+  config.env.dataset_dir, config.env.generate_episodes = tiny_cube_single, 0
+  _, clean, clean_val = tasks.load_task(ml_collections.ConfigDict(config.env))
+  config.env.dataset_action_noise, config.env.dataset_obs_noise = 0.3, 0.1
+  env, noisy, noisy_val = tasks.load_task(config.env)
+  again = tasks.load_task(config.env)[1]
+  for k in clean:
+    np.testing.assert_array_equal(noisy[k], again[k], err_msg=k)  # the same draw each time
+  for k in ("rewards", "masks", "terminals"):
+    np.testing.assert_array_equal(noisy[k], clean[k], err_msg=k)
+  np.testing.assert_array_equal(noisy_val["actions"], clean_val["actions"])  # measures only
+  low, high = env.action_space.low, env.action_space.high
+  act = noisy["actions"] - clean["actions"]
+  assert np.all(noisy["actions"] >= low) and np.all(noisy["actions"] <= high)
+  inside = (noisy["actions"] > low) & (noisy["actions"] < high)  # not clipped
+  assert 0.25 < act[inside].std() / ((high - low) / 2).mean() < 0.35
+  obs = noisy["observations"] - clean["observations"]
+  std = clean["observations"].astype(np.float64).std(axis=0)
+  varying = std > 1e-6  # noise in units of each dimension's own spread
+  ratio = obs[:, varying].std(axis=0) / std[varying]
+  assert np.all((ratio > 0.07) & (ratio < 0.13)), ratio
+  # Within an episode the next observation is the next row's observation, noise included.
+  same = clean["terminals"][:-1] == 0
+  np.testing.assert_array_equal(noisy["next_observations"][:-1][same],
+                                noisy["observations"][1:][same])
+  assert not np.array_equal(noisy["next_observations"][:-1][~same],
+                            noisy["observations"][1:][~same])
+  config.env.dataset_noise_seed = 1
+  other = tasks.load_task(config.env)[1]
+  assert not np.allclose(other["actions"], noisy["actions"])

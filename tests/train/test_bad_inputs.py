@@ -242,6 +242,16 @@ BAD_COMMANDS = [
      "--episodes=0: must be >= 1"),
     ("experiments.generate_robomimic", ["--task=nosuch", "--episodes=1", "--out=/tmp/u.hdf5"],
      "unknown Robomimic task 'nosuch'"),
+    ("experiments.evaluate", ["--workdir=/tmp", "--perturb=sticky=2"],
+     "perturbation sticky=2: must be in [0, 1]"),
+    ("experiments.evaluate", ["--workdir=/tmp", "--perturb=nosuch=1"],
+     "unknown perturbation 'nosuch'"),
+    ("experiments.robustness", [".", "--out=/tmp/unused", "--perturb=latency=0;1.5"],
+     "perturbation latency=1.5: must be an integer >= 0"),
+    ("experiments.robustness", ["/no/such/dir", "--out=/tmp/unused", "--perturb=push=1"],
+     "/no/such/dir does not exist"),
+    ("experiments.robustness", ["--out=/tmp/unused", "--perturb=push=1"],
+     "give one or more run directories"),
 ]
 
 
