@@ -73,12 +73,19 @@ def _assert_same(a_dir, b_dir, rtol=1e-4):
 
 @pytest.fixture(scope="module")
 def lone(tmp_path_factory):
-  """Lone runs: each swept value pair as its own (2-seed vectorised) run."""
+  """Lone runs: each swept value pair as its own (2-seed vectorised) run, in this process (the
+  command line's config, `_train`'s overrides, and its layout: <workdir>/<task>/seed_<k>)."""
+  from dfp_jax.data import tasks
+  from dfp_jax.train import loop as trainer
+  from experiments.configs import dfp as dfp_configs
   root = tmp_path_factory.mktemp("population")
   for w, r in VALUES:
-    res = _train(str(root / f"lone-{w}-{r}"), "--seeds=0,1", f"--config.agent.topk_weight={w}",
-                 f"--config.agent.temperatures=({r},)")
-    assert res.returncode == 0, res.stderr[-3000:]
+    c = dfp_configs.get_config("smoke")
+    c.env.dataset_dir = str(root / "data")
+    c.train.tensorboard, c.train.online_steps = False, 20
+    c.agent.topk_weight, c.agent.temperatures = float(w), (float(r),)
+    tasks.ensure_dataset(c.env)
+    trainer.train_and_evaluate(c, str(root / f"lone-{w}-{r}" / TASK), seeds=(0, 1))
   return root
 
 
