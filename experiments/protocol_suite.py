@@ -126,7 +126,7 @@ def run(out: str, members: Sequence[int], episodes: Sequence[int], quick: bool, 
   """The tables above into `out`/protocol.md and protocol.json; returns the markdown."""
   fileio.makedirs(out)
   workers = usable_cores()
-  lines = [f"# Protocol costs", "", f"Host: {host()}. Command: `python -m experiments.benchmark "
+  lines = ["# Protocol costs", "", f"Host: {host()}. Command: `python -m experiments.benchmark "
            f"--suite=protocol{' --smoke' if smoke else ''}`.", ""]
   record: Dict = {"host": host(), "workers": workers}
 

@@ -145,7 +145,7 @@ def test_a_finished_run_is_not_retrained_and_another_config_is_refused(reference
   assert open(train_csv).read() == before  # nothing overwritten
   # The same config with --overwrite replaces the run.
   res = _run(work, data, "--config.agent.top_k=2", "--overwrite",
-             f"--config.train.offline_steps=20", f"--config.train.online_steps=0")
+             "--config.train.offline_steps=20", "--config.train.online_steps=0")
   assert res.returncode == 0, res.stderr[-3000:]
   assert json.load(open(os.path.join(_run_dir(work, 0), "config.json")))["agent"]["top_k"] == 2
   assert read_csv(train_csv)["step"].max() == 20
