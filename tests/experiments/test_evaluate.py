@@ -63,6 +63,7 @@ def test_evaluate_restores_a_population_and_records_videos(tiny_cube_single, tmp
   assert evaluate.evaluate(str(run), step=40, episodes=1,
                            out=str(tmp_path / "eval_40"))["step"] == 40
 
+
 @pytest.mark.slow
 def test_evaluate_bad_input_is_one_error_line(tmp_path):
   res = _run("experiments.evaluate", f"--workdir={tmp_path}")
