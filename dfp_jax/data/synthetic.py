@@ -4,6 +4,8 @@
 500-step episodes, random observations, reward -1 at every step and no success. Training on it
 measures the loop's own host and device work (the accelerator suite's trainer figures): a
 step of this environment costs microseconds, where the real one costs milliseconds of MuJoCo.
+`synthetic-tiny` (cube-single's sizes, 20-step episodes) is the tests' task for what does not
+need a simulator: resumption, populations, meshes and processes compared run against run.
 """
 
 from typing import Dict, Tuple
@@ -11,9 +13,11 @@ from typing import Dict, Tuple
 import numpy as np
 
 PREFIX = "synthetic-"
-# OGBench family -> (observation size, action size, episode length), as ogbench 1.2 makes them.
+# Family -> (observation size, action size, episode length): OGBench's as ogbench 1.2 makes
+# them, and the tests' tiny one.
 SHAPES = {"cube-single": (28, 5, 200), "cube-double": (37, 5, 500),
-          "cube-triple": (46, 5, 1000), "cube-quadruple": (55, 5, 1000)}
+          "cube-triple": (46, 5, 1000), "cube-quadruple": (55, 5, 1000),
+          "tiny": (28, 5, 20)}
 DATASET_EPISODES = 100
 
 

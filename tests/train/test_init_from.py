@@ -19,11 +19,13 @@ from experiments.configs import qc_fql as qc_fql_configs
 pytestmark = pytest.mark.slow  # trains
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TASK = "synthetic-tiny"
 
 
-def _config(data_dir, module=dfp_configs, **train):
+def _config(module=dfp_configs, **train):
+  """The smoke preset on the simulator-free synthetic task (runs are compared with runs)."""
   c = module.get_config("smoke")
-  c.env.dataset_dir, c.env.generate_episodes = data_dir, 0
+  c.env.task = TASK
   c.train.tensorboard = False
   c.train.update(train)
   return c
@@ -49,18 +51,16 @@ def _assert_same_trees(x, y, skip=()):
 
 
 @pytest.fixture(scope="module")
-def source(tiny_cube_single, tmp_path_factory):
+def source(tmp_path_factory):
   """A two-seed smoke run (20 offline steps, 30 online): its workdir."""
   work = str(tmp_path_factory.mktemp("source"))
-  loop.train_and_evaluate(_config(tiny_cube_single), work, seeds=[0, 1])
+  loop.train_and_evaluate(_config(), work, seeds=[0, 1])
   return work
 
 
-def test_a_run_from_the_offline_checkpoint_continues_as_the_source_did(source, tiny_cube_single,
-                                                                        tmp_path):
+def test_a_run_from_the_offline_checkpoint_continues_as_the_source_did(source, tmp_path):
   work = str(tmp_path / "online")
-  summaries = loop.train_and_evaluate(_config(tiny_cube_single, init_from=source), work,
-                                      seeds=[0, 1])
+  summaries = loop.train_and_evaluate(_config(init_from=source), work, seeds=[0, 1])
   for member in ("seed_0", "seed_1"):
     for name in ("train.csv", "eval.csv"):  # the offline rows copied, the online rows computed
       a, b = _rows(os.path.join(source, member, name)), _rows(os.path.join(work, member, name))
@@ -77,12 +77,11 @@ def test_a_run_from_the_offline_checkpoint_continues_as_the_source_did(source, t
   ckpt.close()
 
 
-def test_online_phase_fields_may_differ_and_members_pick_their_seed(source, tiny_cube_single,
-                                                                    tmp_path):
+def test_online_phase_fields_may_differ_and_members_pick_their_seed(source, tmp_path):
   """A population of lambda values on seed 1 only, without top-K's online budget: each member
   starts from seed 1's pretraining and trains its own online phase."""
   work = str(tmp_path / "sweep")
-  c = _config(tiny_cube_single, init_from=source, online_steps=15, start_training=5)
+  c = _config(init_from=source, online_steps=15, start_training=5)
   loop.train_and_evaluate(c, work, seeds=[1], sweep={"agent.topk_weight": [0.1, 2.0]})
   a = _rows(os.path.join(work, "topk_weight=0.1", "seed_1", "train.csv"))
   b = _rows(os.path.join(work, "topk_weight=2", "seed_1", "train.csv"))
@@ -95,11 +94,11 @@ def test_online_phase_fields_may_differ_and_members_pick_their_seed(source, tiny
     assert read_csv(os.path.join(work, m, "seed_1", "eval.csv"))["step"][-1] == 35
 
 
-def test_dfp_without_top_k_has_the_same_offline_phase(source, tiny_cube_single, tmp_path):
+def test_dfp_without_top_k_has_the_same_offline_phase(source, tmp_path):
   """dfp_no_topk shares dfp's offline phase: its own offline checkpoint equals dfp's (so
   starting it from dfp's pretraining is what it would have computed)."""
   work = str(tmp_path / "no_topk")
-  loop.train_and_evaluate(_config(tiny_cube_single, dfp_no_topk_configs, online_steps=0), work,
+  loop.train_and_evaluate(_config(dfp_no_topk_configs, online_steps=0), work,
                           seeds=[0, 1])
   _assert_same_trees(_device_tree(source, step=20), _device_tree(work, step=20))
 
@@ -115,22 +114,21 @@ def _stop_after(step):
   return at_boundary
 
 
-def test_bad_sources_are_one_error_and_write_nothing(source, tiny_cube_single, tmp_path,
-                                                     monkeypatch):
+def test_bad_sources_are_one_error_and_write_nothing(source, tmp_path, monkeypatch):
   inside = str(tmp_path / "inside")
   with monkeypatch.context() as m:
     m.setattr(phases, "at_boundary", _stop_after(10))
     with pytest.raises(KeyboardInterrupt):
-      loop.train_and_evaluate(_config(tiny_cube_single), inside)
+      loop.train_and_evaluate(_config(), inside)
   cases = [
-      (_config(tiny_cube_single, init_from=str(tmp_path / "nowhere")), "holds no checkpoints/"),
-      (_config(tiny_cube_single, qc_fql_configs, init_from=source), "another agent"),
-      (_config(tiny_cube_single, init_from=f"{source}@7"), "no checkpoint at step 7"),
-      (_config(tiny_cube_single, init_from=f"{source}@40"), "is in its online phase"),
-      (_config(tiny_cube_single, init_from=inside), "still in its offline phase"),
-      (_config(tiny_cube_single, init_from=f"{inside}@10"), "train.offline_steps=20 must equal"),
+      (_config(init_from=str(tmp_path / "nowhere")), "holds no checkpoints/"),
+      (_config(qc_fql_configs, init_from=source), "another agent"),
+      (_config(init_from=f"{source}@7"), "no checkpoint at step 7"),
+      (_config(init_from=f"{source}@40"), "is in its online phase"),
+      (_config(init_from=inside), "still in its offline phase"),
+      (_config(init_from=f"{inside}@10"), "train.offline_steps=20 must equal"),
   ]
-  hidden = _config(tiny_cube_single, init_from=source)
+  hidden = _config(init_from=source)
   hidden.agent.actor_hidden = (16, 16)
   cases.append((hidden, "agent.actor_hidden: [32, 32] -> [16, 16] differs"))
   for config, message in cases:
@@ -141,18 +139,18 @@ def test_bad_sources_are_one_error_and_write_nothing(source, tiny_cube_single, t
     assert "\n" not in str(e.value)
     assert not work.exists()
   with pytest.raises(init_from.InitFromError, match="no member with seed 3"):
-    loop.train_and_evaluate(_config(tiny_cube_single, init_from=source), str(tmp_path / "r"),
+    loop.train_and_evaluate(_config(init_from=source), str(tmp_path / "r"),
                             seeds=[3])
 
 
-def test_share_offline_pretrains_once_for_an_ablation(tiny_cube_single, tmp_path):
+def test_share_offline_pretrains_once_for_an_ablation(tmp_path):
   res = subprocess.run(
       [sys.executable, "-m", "experiments.train", "--config=experiments/configs/dfp.py:smoke",
-       f"--config.env.dataset_dir={tiny_cube_single}", "--config.train.tensorboard=False",
+       f"--config.env.task={TASK}", "--config.train.tensorboard=False",
        "--seeds=0", "--ablation=topk_weight", "--share_offline", f"--workdir={tmp_path}"],
       cwd=ROOT, capture_output=True, text=True, timeout=900)
   assert res.returncode == 0, res.stderr[-3000:]
-  task = tmp_path / "cube-single-play-singletask-task2-v0"
+  task = tmp_path / TASK
   pre = _rows(str(task / "offline" / "seed_0" / "train.csv"))
   assert pre["step"][-1] == 20  # the pretraining has no online phase
   for value in ("0.1", "0.5", "1", "5"):

@@ -12,6 +12,9 @@ from dfp_jax.train.metrics import read_csv
 from experiments.configs import dfp as dfp_configs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# Where runs are compared with runs or only the loop's bookkeeping is checked, the
+# simulator-free synthetic task (test_smoke_preset_trains_end_to_end is the MuJoCo run).
+SYNTHETIC = "synthetic-tiny"
 
 
 def _train(*args, cwd=ROOT):
@@ -19,11 +22,10 @@ def _train(*args, cwd=ROOT):
                         capture_output=True, text=True, timeout=600)
 
 
-def test_a_tiny_two_seed_run_in_process_writes_every_output_and_is_not_trained_twice(
-    tiny_cube_single, tmp_path):
+def test_a_tiny_two_seed_run_in_process_writes_every_output_and_is_not_trained_twice(tmp_path):
   from dfp_jax.train import checkpoint, loop
   c = dfp_configs.get_config("smoke")
-  c.env.dataset_dir, c.env.generate_episodes = tiny_cube_single, 0
+  c.env.task = SYNTHETIC
   c.train.offline_steps, c.train.online_steps, c.train.start_training = 10, 10, 5
   c.train.eval_interval, c.train.log_interval, c.train.checkpoint_interval = 10, 5, 10
   c.train.tensorboard = False
@@ -148,11 +150,11 @@ def test_sharded_data_rotates_one_shard_at_a_time(tiny_cube_single, tmp_path, mo
 
 
 @pytest.mark.slow
-def test_vectorised_seeds_equal_single_runs(tiny_cube_single, tmp_path):
+def test_vectorised_seeds_equal_single_runs(tmp_path):
   """Seed k of a vmapped multi-seed run computes what seed k alone computes."""
   from dfp_jax.train import loop as trainer
   c = dfp_configs.get_config("smoke")
-  c.env.dataset_dir = tiny_cube_single
+  c.env.task = SYNTHETIC
   c.train.tensorboard = False
   together = trainer.train_and_evaluate(c, str(tmp_path / "vec"), seeds=(0, 3))
   c.seed = 3
@@ -199,10 +201,10 @@ def test_task_groups_expand_with_overrides():
 @pytest.mark.slow
 def test_ablation_flag_sweeps_the_papers_values_and_the_report_tables_them(tmp_path):
   res = _train("--config=experiments/configs/dfp.py:smoke", "--ablation=top_k", "--seeds=0",
-               f"--workdir={tmp_path}", f"--config.env.dataset_dir={tmp_path / 'data'}",
+               f"--workdir={tmp_path}", f"--config.env.task={SYNTHETIC}",
                "--config.train.online_steps=12", "--config.agent.num_candidates=8")
   assert res.returncode == 0, res.stderr[-3000:]
-  task_dir = tmp_path / "cube-single-play-singletask-task2-v0"
+  task_dir = tmp_path / SYNTHETIC
   assert sorted(p.name for p in task_dir.iterdir()) == [f"top_k={k}" for k in (1, 2, 4, 8)]
   for k in (1, 2, 4, 8):
     config = json.loads((task_dir / f"top_k={k}" / "seed_0" / "config.json").read_text())
@@ -226,13 +228,12 @@ def _update_count(workdir):
   return np.asarray(flat["agent/critic_opt_state/0/count"]), flat
 
 
-def test_utd_ratio_runs_that_many_online_updates_per_step_in_one_dispatch(tiny_cube_single,
-                                                                          tmp_path):
+def test_utd_ratio_runs_that_many_online_updates_per_step_in_one_dispatch(tmp_path):
   import jax
   from dfp_jax import agents
   from dfp_jax.train import loop, updates
   c = dfp_configs.get_config("smoke")
-  c.env.dataset_dir, c.env.generate_episodes = tiny_cube_single, 0
+  c.env.task = SYNTHETIC
   c.train.offline_steps, c.train.online_steps, c.train.start_training = 10, 10, 5
   c.train.eval_episodes, c.train.tensorboard, c.train.env_workers = 0, False, 0
   counts = {}
@@ -269,14 +270,13 @@ def test_utd_ratio_runs_that_many_online_updates_per_step_in_one_dispatch(tiny_c
   assert np.all(np.asarray(fused_agent.critic_opt_state[0].count) == 3)
 
 
-def test_offline_batch_ratio_trains_a_population_and_keeps_the_offline_phase(tiny_cube_single,
-                                                                            tmp_path):
+def test_offline_batch_ratio_trains_a_population_and_keeps_the_offline_phase(tmp_path):
   """A separate offline buffer changes nothing before the online switch (it holds the
   offline data alone), so the offline rows equal a single-buffer run's; online, every
   minibatch holds that fraction of offline chunks (tests/data/test_replay.py)."""
   from dfp_jax.train import loop
   c = dfp_configs.get_config("smoke")
-  c.env.dataset_dir, c.env.generate_episodes = tiny_cube_single, 0
+  c.env.task = SYNTHETIC
   c.train.offline_steps, c.train.online_steps, c.train.start_training = 10, 10, 5
   c.train.eval_interval, c.train.log_interval, c.train.checkpoint_interval = 10, 5, 10
   c.train.tensorboard, c.train.env_workers = False, 0

@@ -15,7 +15,8 @@ import pytest
 from dfp_jax.train import population
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TASK = "cube-single-play-singletask-task2-v0"
+# Members are compared with lone runs: no simulator needed.
+TASK = "synthetic-tiny"
 SWEEP = ["--sweep=agent.topk_weight=0.1;2", "--sweep=agent.temperatures=0.05;0.2"]
 VALUES = [(w, r) for w in ("0.1", "2") for r in ("0.05", "0.2")]
 
@@ -48,7 +49,7 @@ def _train(workdir, *extra, devices=None, timeout=900):
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
   return subprocess.run(
       [sys.executable, "-m", "experiments.train", "--config=experiments/configs/dfp.py:smoke",
-       f"--workdir={workdir}", f"--config.env.dataset_dir={os.path.dirname(workdir)}/data",
+       f"--workdir={workdir}", f"--config.env.task={TASK}",
        "--config.train.tensorboard=False", "--config.train.online_steps=20", *extra],
       cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
 
@@ -75,16 +76,14 @@ def _assert_same(a_dir, b_dir, rtol=1e-4):
 def lone(tmp_path_factory):
   """Lone runs: each swept value pair as its own (2-seed vectorised) run, in this process (the
   command line's config, `_train`'s overrides, and its layout: <workdir>/<task>/seed_<k>)."""
-  from dfp_jax.data import tasks
   from dfp_jax.train import loop as trainer
   from experiments.configs import dfp as dfp_configs
   root = tmp_path_factory.mktemp("population")
   for w, r in VALUES:
     c = dfp_configs.get_config("smoke")
-    c.env.dataset_dir = str(root / "data")
+    c.env.task = TASK
     c.train.tensorboard, c.train.online_steps = False, 20
     c.agent.topk_weight, c.agent.temperatures = float(w), (float(r),)
-    tasks.ensure_dataset(c.env)
     trainer.train_and_evaluate(c, str(root / f"lone-{w}-{r}" / TASK), seeds=(0, 1))
   return root
 
@@ -126,7 +125,7 @@ def test_two_processes_each_step_only_their_members_and_resume_onto_another_mesh
   workdir = str(lone / "pop-2proc")
   cmd = [sys.executable, "launch/local.py", "--num_processes=2", "--devices_per_process=4", "--",
          "--config=experiments/configs/dfp.py:smoke", f"--workdir={workdir}",
-         f"--config.env.dataset_dir={lone}/data", "--config.train.tensorboard=False",
+         f"--config.env.task={TASK}", "--config.train.tensorboard=False",
          "--config.train.online_steps=20", "--seeds=0,1", *SWEEP, "--mesh=4,2"]
   res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
   assert res.returncode == 0, res.stderr[-3000:]
@@ -141,7 +140,7 @@ def test_two_processes_each_step_only_their_members_and_resume_onto_another_mesh
   killed = str(lone / "pop-killed")
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
   args = [sys.executable, "-m", "experiments.train", "--config=experiments/configs/dfp.py:smoke",
-          f"--workdir={killed}", f"--config.env.dataset_dir={lone}/data",
+          f"--workdir={killed}", f"--config.env.task={TASK}",
           "--config.train.tensorboard=False", "--config.train.online_steps=20", "--seeds=0,1",
           *SWEEP, "--mesh=8,1"]
   proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
@@ -149,7 +148,7 @@ def test_two_processes_each_step_only_their_members_and_resume_onto_another_mesh
   ckpt = os.path.join(killed, TASK, "checkpoints")
   deadline = time.time() + 600
   while not (os.path.isdir(ckpt) and "30" in os.listdir(ckpt)) and time.time() < deadline:
-    time.sleep(0.2)
+    time.sleep(0.01)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
   res = subprocess.run([*args[:-1], "--mesh=4,2"], cwd=ROOT, env=env, capture_output=True,
@@ -164,7 +163,8 @@ def test_a_separate_offline_buffer_in_two_processes_equals_one_process(tmp_path)
   """train.offline_batch_ratio with each process sampling its own member's minibatches from
   its own buffers: the same CSVs as the one-process run of both members."""
   common_args = ["--config=experiments/configs/dfp.py:smoke",
-                 f"--config.env.dataset_dir={tmp_path}/data", "--config.train.tensorboard=False", "--config.train.online_steps=20",
+                 f"--config.env.task={TASK}", "--config.train.tensorboard=False",
+                 "--config.train.online_steps=20",
                  "--seeds=0,1", "--config.train.offline_batch_ratio=0.5",
                  "--config.train.bc_offline_only=True"]
   one = str(tmp_path / "one")

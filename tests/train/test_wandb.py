@@ -38,21 +38,21 @@ def _fake_wandb(runs):
                                Video=lambda path, **kw: ("video", path))
 
 
-def _config(data_dir):
+def _config():
   c = dfp_configs.get_config("smoke")
-  c.env.dataset_dir = data_dir
+  c.env.task = "synthetic-tiny"  # what is logged, not what is learned, is checked
   c.train.tensorboard = False
   c.train.wandb_project = "dfp-test"
   return c
 
 
 @pytest.mark.slow
-def test_wandb_logs_the_csv_rows_once_across_a_resume(tiny_cube_single, tmp_path, monkeypatch):
+def test_wandb_logs_the_csv_rows_once_across_a_resume(tmp_path, monkeypatch):
   runs = []
   monkeypatch.setitem(sys.modules, "wandb", _fake_wandb(runs))
   monkeypatch.delenv("WANDB_MODE", raising=False)
   workdir = str(tmp_path / "run")
-  trainer.train_and_evaluate(_config(tiny_cube_single), workdir)
+  trainer.train_and_evaluate(_config(), workdir)
   first = runs[0]
   assert first.finished and first.kwargs["resume"] == "allow"
   assert first.kwargs["mode"] == "offline"  # no credentials: never a login prompt
@@ -64,7 +64,7 @@ def test_wandb_logs_the_csv_rows_once_across_a_resume(tiny_cube_single, tmp_path
   shutil.rmtree(os.path.join(ckpt, str(last)))
   shutil.rmtree(os.path.join(ckpt, "members", str(last)))
   os.remove(os.path.join(workdir, "summary.json"))
-  trainer.train_and_evaluate(_config(tiny_cube_single), workdir)
+  trainer.train_and_evaluate(_config(), workdir)
   second = runs[1]
   assert second.kwargs["id"] == first.kwargs["id"]  # the same W&B run continues
   assert "final_success" in second.summary
@@ -82,13 +82,13 @@ def test_wandb_logs_the_csv_rows_once_across_a_resume(tiny_cube_single, tmp_path
 
 
 @pytest.mark.slow
-def test_real_wandb_offline_run_resumes_by_id(tiny_cube_single, tmp_path, monkeypatch):
+def test_real_wandb_offline_run_resumes_by_id(tmp_path, monkeypatch):
   pytest.importorskip("wandb", reason="wandb is not installed (pip install -e '.[wandb]')")
   monkeypatch.setenv("WANDB_MODE", "offline")
   monkeypatch.delenv("WANDB_DIR", raising=False)
   monkeypatch.setenv("WANDB_SILENT", "true")
   workdir = tmp_path / "run"
-  c = _config(tiny_cube_single)
+  c = _config()
   c.train.online_steps = 10
   trainer.train_and_evaluate(c, str(workdir))
   state = json.loads((workdir / "wandb.json").read_text())
