@@ -18,9 +18,12 @@ from experiments.configs import dfp as dfp_configs
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _config(data_dir, workers):
+def _config(data_dir, workers, task=None):
+  """cube-single from `data_dir`, or `task` (the simulator-free synthetic one, where workers
+  and in-process stepping are compared for the loop's bookkeeping rather than the physics)."""
   c = dfp_configs.get_config("smoke")
   c.env.dataset_dir, c.env.generate_episodes = data_dir, 0
+  c.env.task = task or c.env.task
   # cube-single episodes are 200 steps: the online phase ends one episode and starts another.
   c.train.offline_steps, c.train.online_steps, c.train.start_training = 10, 220, 5
   c.train.eval_interval, c.train.log_interval, c.train.checkpoint_interval = 115, 10, 100
@@ -76,11 +79,11 @@ def test_workers_give_the_same_two_member_run_as_in_process_stepping(in_process_
 
 
 @pytest.mark.slow
-def test_workers_give_the_same_population_as_in_process_stepping(tiny_cube_single, tmp_path):
+def test_workers_give_the_same_population_as_in_process_stepping(tmp_path):
   sweep = {"agent.topk_weight": [0.5, 2.0]}
   dirs = {}
   for workers in (0, 2):
-    c = _config(tiny_cube_single, workers)
+    c = _config(None, workers, task="synthetic-tiny")
     c.train.online_steps = 60
     dirs[workers] = str(tmp_path / f"w{workers}")
     loop.train_and_evaluate(c, dirs[workers], seeds=[0, 1], sweep=sweep)
@@ -145,10 +148,10 @@ def _alive(pid):
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
-def test_workers_never_outlive_the_trainer(signum, tiny_cube_single, tmp_path):
+def test_workers_never_outlive_the_trainer(signum, tmp_path):
   proc = subprocess.Popen(
       [sys.executable, "-m", "experiments.train", "--config=experiments/configs/dfp.py:smoke",
-       f"--config.env.dataset_dir={tiny_cube_single}", "--config.train.env_workers=2",
+       "--config.env.task=synthetic-tiny", "--config.train.env_workers=2",
        "--seeds=0,1", "--config.train.eval_episodes=2",  # 2 training + 2 evaluation workers
        "--config.train.offline_steps=100000", "--config.train.progress_bar=False",
        f"--workdir={tmp_path / 'run'}"], cwd=ROOT, stdout=subprocess.DEVNULL,
