@@ -59,14 +59,16 @@ def test_table_statistics_on_known_numbers(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def two_methods(tiny_cube_single, tmp_path_factory):
-  """Smoke populations of DFP and QC-FQL (seeds 0 and 1) on the tiny dataset: their root."""
+def two_methods(tmp_path_factory):
+  """Smoke populations of DFP and QC-FQL (seeds 0 and 1) on the simulator-free synthetic task
+  (the command's bookkeeping is checked here; each wrapper on MuJoCo in test_perturbations):
+  their root."""
   from dfp_jax.train import loop
   from experiments.configs import dfp, qc_fql
   root = tmp_path_factory.mktemp("robustness_runs")
   for name, module in (("dfp", dfp), ("fql", qc_fql)):
     config = module.get_config("smoke")
-    config.env.dataset_dir, config.train.tensorboard = tiny_cube_single, False
+    config.env.task, config.train.tensorboard = "synthetic-tiny", False
     loop.train_and_evaluate(config, str(root / name), seeds=[0, 1])
   return root
 
