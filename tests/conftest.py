@@ -38,21 +38,16 @@ def tiny_cube_single(tmp_path_factory):
   return str(out)
 
 
-# The simulator-free task of cube-single's sizes with 20-step episodes
-# (dfp_jax/data/synthetic.py): for runs compared with runs, where no physics is checked.
-SYNTHETIC = "synthetic-tiny"
-
-
 @pytest.fixture(scope="session")
-def smoke_two_seeds(tmp_path_factory):
-  """An undisturbed two-seed smoke run on the synthetic task (the reference that locked or
-  remote runs of the same command are compared with): its workdir."""
+def smoke_two_seeds(tiny_cube_single, tmp_path_factory):
+  """An undisturbed two-seed smoke run on `tiny_cube_single` (the reference that interrupted,
+  locked or remote runs of the same command are compared with): its workdir."""
   import subprocess
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   work = tmp_path_factory.mktemp("smoke_two_seeds")
   res = subprocess.run([sys.executable, "-m", "experiments.train",
                         "--config=experiments/configs/dfp.py:smoke", "--seeds=0,1",
-                        f"--config.env.task={SYNTHETIC}",
+                        f"--config.env.dataset_dir={tiny_cube_single}",
                         "--config.train.progress_bar=False", f"--workdir={work}"],
                        cwd=root, capture_output=True, text=True, timeout=900)
   assert res.returncode == 0, res.stderr[-3000:]

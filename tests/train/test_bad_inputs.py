@@ -4,7 +4,6 @@ one run per workdir."""
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -182,26 +181,24 @@ def _columns(path):
 
 @pytest.mark.subprocess
 def test_a_second_run_on_a_locked_workdir_is_refused_and_the_first_is_undisturbed(
-    smoke_two_seeds, tmp_path):
-  args = [SMOKE, "--seeds=0,1", "--config.env.task=synthetic-tiny",
+    tiny_cube_single, smoke_two_seeds, tmp_path):
+  args = [SMOKE, "--seeds=0,1", f"--config.env.dataset_dir={tiny_cube_single}",
           "--config.train.tensorboard=False"]
 
   work = tmp_path / "run"
   first = subprocess.Popen([sys.executable, "-m", "experiments.train", *args,
                             f"--workdir={work}"], cwd=ROOT, stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, text=True)
-  _wait_for(work / "synthetic-tiny" / "seed_0" / "train.csv", first)
-  first.send_signal(signal.SIGSTOP)  # still holding its lock, however fast it would finish
+  _wait_for(work / TASK / "seed_0" / "train.csv", first)
   second = _train(*args, f"--workdir={work}")
-  first.send_signal(signal.SIGCONT)
   last = _error_line(second)
   assert "is in use by another run" in last and f"pid {first.pid} on " in last, last
   _, err = first.communicate(timeout=600)
   assert first.returncode == 0, err[-3000:]
   for seed in (0, 1):
     for stream in ("train.csv", "eval.csv"):
-      a = _columns(smoke_two_seeds / "synthetic-tiny" / f"seed_{seed}" / stream)
-      b = _columns(work / "synthetic-tiny" / f"seed_{seed}" / stream)
+      a = _columns(smoke_two_seeds / TASK / f"seed_{seed}" / stream)
+      b = _columns(work / TASK / f"seed_{seed}" / stream)
       assert a.keys() == b.keys()
       for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=f"seed {seed} {stream} {k}")

@@ -29,7 +29,7 @@ from dfp_jax.train.lock import LeaseLock, LockedError, workdir_lock  # noqa: E40
 from dfp_jax.train.metrics import read_csv  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TASK = "synthetic-tiny"  # the reference run's (conftest.smoke_two_seeds)
+TASK = "cube-single-play-singletask-task2-v0"
 BUCKET = "dfp-test"
 
 
@@ -119,10 +119,10 @@ def _columns(path):
 
 @pytest.mark.slow
 def test_a_gs_workdir_trains_resumes_after_a_kill_and_refuses_a_second_run(
-    gcs, smoke_two_seeds):
+    gcs, tiny_cube_single, smoke_two_seeds):
   env = dict(os.environ)
   args = ["--config=experiments/configs/dfp.py:smoke", "--seeds=0,1",
-          f"--config.env.task={TASK}", "--config.train.progress_bar=False"]
+          f"--config.env.dataset_dir={tiny_cube_single}", "--config.train.progress_bar=False"]
 
   work = f"gs://{BUCKET}/e2e"
   ckpts = f"{work}/{TASK}/checkpoints"
@@ -132,7 +132,7 @@ def test_a_gs_workdir_trains_resumes_after_a_kill_and_refuses_a_second_run(
                                          for n in fileio.listdir(ckpts))):
     assert first.poll() is None, first.communicate()[1][-3000:]
     assert time.time() < deadline
-    time.sleep(0.02)
+    time.sleep(0.5)
   first.send_signal(signal.SIGSTOP)  # holds its lease while the second run tries the workdir
   second = subprocess.run([sys.executable, "-m", "experiments.train", *args,
                            f"--workdir={work}"], cwd=ROOT, env=env, capture_output=True,
@@ -165,7 +165,8 @@ def test_a_gs_workdir_trains_resumes_after_a_kill_and_refuses_a_second_run(
   assert not fileio.exists(f"{work}/{TASK}/checkpoints.lock")  # released at the end
 
   evaluated = subprocess.run([sys.executable, "-m", "experiments.evaluate",
-                              f"--workdir={work}/{TASK}", "--episodes=1"], cwd=ROOT, env=env,
+                              f"--workdir={work}/{TASK}", "--episodes=1",
+                              f"--dataset_dir={tiny_cube_single}"], cwd=ROOT, env=env,
                              capture_output=True, text=True, timeout=600)
   assert evaluated.returncode == 0, evaluated.stderr[-3000:]
   results = json.loads(fileio.read_text(f"{work}/{TASK}/evaluate/step_50/results.json"))
