@@ -65,7 +65,8 @@ class MetricsLogger:
         w = csv.DictWriter(f, cols, restval="")
         w.writeheader()
         w.writerows(old)
-      fileio.write_text(path, _csv_text(rewrite))
+      # Atomic: a kill during the rewrite leaves the old rows, never a cut-short file.
+      fileio.write_atomic(path, _csv_text(rewrite))
     self._columns[stream] = cols
     fileio.append_text(path, _csv_text(lambda f: csv.DictWriter(f, cols, restval="").writerow(row)))
     if self._tb is not None:

@@ -400,3 +400,45 @@ def test_a_run_with_a_separate_offline_buffer_resumes_to_the_uninterrupted_run(r
   a, b = _final_params(whole), _final_params(killed)
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_a_kill_while_a_new_column_rewrites_the_csv_keeps_every_earlier_row(tmp_path,
+                                                                             monkeypatch):
+  """The first row with new columns (the online phase's) rewrites the CSV whole; a kill in
+  the middle of that rewrite (here: the write dying halfway) leaves the earlier rows for the
+  resumed run, which keeps the rows up to its checkpoint."""
+  import builtins
+  from dfp_jax.train import metrics
+
+  class Killed(Exception):
+    pass
+
+  class Dying:
+    def __init__(self, f):
+      self.f = f
+
+    def write(self, text):
+      self.f.write(text[:len(text) // 2])
+      self.f.flush()
+      raise Killed
+
+    def __enter__(self):
+      return self
+
+    def __exit__(self, *exc):
+      self.f.close()
+
+  log = metrics.MetricsLogger(str(tmp_path), tensorboard=False)
+  log.write("train", 10, {"a": 1.0})
+  log.write("train", 20, {"a": 2.0})
+  real_open = builtins.open
+  monkeypatch.setattr(builtins, "open", lambda file, mode="r", *args, **kwargs: (
+      Dying(real_open(file, mode, *args, **kwargs)) if "w" in mode
+      else real_open(file, mode, *args, **kwargs)))
+  with pytest.raises(Killed):
+    log.write("train", 30, {"a": 3.0, "online_only": 1.0})
+  monkeypatch.undo()
+  metrics.truncate_csv(log.path("train"), 20)  # what the resumed run does first
+  rows = read_csv(log.path("train"))
+  np.testing.assert_array_equal(rows["step"], [10, 20])
+  np.testing.assert_array_equal(rows["a"], [1.0, 2.0])
