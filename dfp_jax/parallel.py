@@ -27,6 +27,13 @@ DATA_AXIS = "data"
 POP_AXIS = "pop"
 
 
+def host_device_flags(count: int, flags: str = "") -> str:
+  """`flags` (an XLA_FLAGS value) asking for `count` CPU devices, the user's other flags kept:
+  set in a process's environment before jax starts (local multi-process runs, tests)."""
+  kept = [f for f in flags.split() if not f.startswith("--xla_force_host_platform_device_count=")]
+  return " ".join([*kept, f"--xla_force_host_platform_device_count={count}"])
+
+
 def make_mesh(devices=None, axis: str = DATA_AXIS) -> Mesh:
   """A 1-D mesh over `devices` (default: every device of every host)."""
   return Mesh(np.asarray(jax.devices() if devices is None else devices), (axis,))

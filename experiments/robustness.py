@@ -1,6 +1,6 @@
 """Robustness of trained runs under perturbations: a table and curves per perturbation.
 
-  python -m experiments.robustness RUN_DIRS... --perturb='obs_noise=0;0.1;0.3;1'
+  python -m experiments.robustness [RUN_DIRS...] --perturb='obs_noise=0;0.1;0.3;1'
       [--perturb='latency=0;1;2;4' ...] --out=DIR [--episodes=100] [--step=N]
       [--reference=dfp] [--label_key=method]
 
@@ -11,7 +11,9 @@ run's final checkpoint (or `--step`) is evaluated at every strength of every
 (`experiments.evaluate`); the seeded episode starts and perturbations are the
 same for every run. Strength 0 is the unperturbed evaluation, made once and
 shared by every perturbation. Evaluations are kept under DIR/evaluations/, so
-running the command again evaluates only what is missing.
+running the command again evaluates only what is missing. With no RUN_DIRS the
+tables are made from the evaluations kept in DIR alone (a study evaluated run by
+run, over several sessions or machines, whose checkpoints are gone).
 
 Writes to DIR:
   results.md / results.csv  per perturbation, strength and label: success mean ± std
@@ -122,13 +124,52 @@ def evaluate_all(run_dirs: Sequence[str], sweeps: Sequence[Tuple[str, Sequence[f
         result["config"] = restored[0].to_dict()
         with open(os.path.join(dest, "results.json"), "w") as f:
           json.dump(result, f, indent=2, default=str)
-      for m in result["members"]:
-        for n, strengths in sweeps:
-          if (name == "none" and 0 in strengths) or n == name:
-            records.append({"run": run, "member": m["member"], "seed": m["seed"],
-                            "config": result["config"], "task": result["task"],
-                            "perturbation": n, "strength": strength, "success": m["success"]})
+      records += _records(run, result, name, strength, sweeps)
   return records
+
+
+def kept_records(sweeps: Sequence[Tuple[str, Sequence[float]]], out: str, episodes: int,
+                 step=None) -> List[Dict]:
+  """`evaluate_all`'s records from the evaluations kept under `out` alone: every kept run must
+  hold every strength asked for, at `episodes` episodes and one checkpoint step."""
+  root = os.path.join(out, "evaluations")
+  runs = sorted(os.listdir(root)) if os.path.isdir(root) else []
+  if not runs:
+    raise ValueError(f"give one or more run directories, or an --out holding kept "
+                     f"evaluations ({root} holds none)")
+  needed = [("none", 0.0)] + [(n, s) for n, strengths in sweeps for s in strengths if s != 0]
+  records = []
+  for run in runs:
+    steps = set()
+    for name, strength in needed:
+      setting = "none" if name == "none" else f"{name}={strength:g}"
+      path = os.path.join(root, run, setting, "results.json")
+      if not os.path.exists(path):
+        raise ValueError(f"{run} has no kept evaluation {setting}: give its run directory "
+                         "to evaluate it")
+      with open(path) as f:
+        result = json.load(f)
+      if result.get("episodes") != episodes:
+        raise ValueError(f"{path} is over {result.get('episodes')} episodes, not "
+                         f"--episodes={episodes}")
+      if step is not None and result.get("step") != step:
+        raise ValueError(f"{path} is at step {result.get('step')}, not --step={step}")
+      steps.add(result.get("step"))
+      records += _records(run, result, name, strength, sweeps)
+    if len(steps) > 1:
+      raise ValueError(f"{run}'s kept evaluations are at several steps ({sorted(steps)}): "
+                       "give --step or its run directory")
+  return records
+
+
+def _records(run: str, result: Dict, name: str, strength: float, sweeps) -> List[Dict]:
+  """One record per member of one kept evaluation, for each perturbation it stands for (the
+  unperturbed one for every perturbation with strength 0)."""
+  return [{"run": run, "member": m["member"], "seed": m["seed"], "config": result["config"],
+           "task": result["task"], "perturbation": n, "strength": strength,
+           "success": m["success"]}
+          for m in result["members"] for n, strengths in sweeps
+          if (name == "none" and 0 in strengths) or n == name]
 
 
 def _cached(dest: str, step, episodes: int):
@@ -282,8 +323,6 @@ def plot(rows: Sequence[Dict], out: str) -> str:
 def run(paths: Sequence[str], sweeps: Sequence[str], out: str, episodes: int = 100, step=None,
         reference=None, label_key=("method",), workers=None) -> List[Dict]:
   """The whole command: parse `sweeps` ('NAME=S1;S2;...'), evaluate, write; returns the rows."""
-  if not paths:
-    raise ValueError("give one or more run directories")
   if not out:
     raise ValueError("--out=DIR is required")
   if not sweeps:
@@ -297,6 +336,11 @@ def run(paths: Sequence[str], sweeps: Sequence[str], out: str, episodes: int = 1
   for n in names:
     if names.count(n) > 1:
       raise ValueError(f"--perturb: {n} is given twice; give all its strengths in one flag")
+  if not paths:
+    records = kept_records(parsed, out, episodes, step)
+    rows = summarise(records, label_key, reference)
+    write(rows, out, episodes)
+    return rows
   runs = find_trained(paths)
   if reference is not None:  # before any evaluation
     labels = set()

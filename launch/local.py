@@ -3,8 +3,8 @@
   python launch/local.py --num_processes=2 --devices_per_process=2 [--dry-run] -- \\
       --config=experiments/configs/dfp.py:smoke --workdir=runs/mp
 
-Each process gets `devices_per_process` CPU devices (XLA_FLAGS) and the
-coordinator/process flags; process 0 writes the outputs.
+Each process gets `devices_per_process` CPU devices (added to any XLA_FLAGS already set) and
+the coordinator/process flags; process 0 writes the outputs.
 """
 
 import argparse
@@ -14,6 +14,7 @@ import subprocess
 import sys
 
 from _common import quote, train_commands
+from dfp_jax.parallel import host_device_flags
 
 
 def free_port() -> int:
@@ -23,7 +24,7 @@ def free_port() -> int:
 
 
 def commands(num_processes, devices_per_process, port, args):
-  env = f"XLA_FLAGS=--xla_force_host_platform_device_count={devices_per_process}"
+  env = "XLA_FLAGS=" + host_device_flags(devices_per_process, os.environ.get("XLA_FLAGS", ""))
   return [[env, sys.executable, "-m", "experiments.train",
            f"--coordinator_address=localhost:{port}", f"--num_processes={num_processes}",
            f"--process_id={i}", *args] for i in range(num_processes)]

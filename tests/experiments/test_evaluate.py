@@ -9,6 +9,8 @@ import sys
 import numpy as np
 import pytest
 
+from dfp_jax.parallel import host_device_flags
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TASK = "cube-single-play-singletask-task2-v0"
 
@@ -20,7 +22,7 @@ def _run(module, *args, env=None):
 
 @pytest.mark.slow
 def test_evaluate_restores_a_population_and_records_videos(tiny_cube_single, tmp_path):
-  two_devices = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  two_devices = dict(os.environ, XLA_FLAGS=host_device_flags(2, os.environ.get("XLA_FLAGS", "")))
   res = _run("experiments.train", "--config=experiments/configs/dfp.py:smoke", "--seeds=0,1",
              f"--workdir={tmp_path}", f"--config.env.dataset_dir={tiny_cube_single}",
              "--config.train.video_episodes=1", "--config.train.video_size=32",

@@ -43,7 +43,10 @@ def test_local_dry_run_prints_one_command_per_process():
   cmds = [shlex.split(line) for line in out.strip().splitlines()]
   assert len(cmds) == 3
   for i, cmd in enumerate(cmds):
-    assert cmd[0] == "XLA_FLAGS=--xla_force_host_platform_device_count=2"
+    # The device count is added to the XLA flags already set (the suite's, tests/conftest.py).
+    flags = cmd[0].removeprefix("XLA_FLAGS=").split()
+    assert flags[-1] == "--xla_force_host_platform_device_count=2"
+    assert flags[:-1] == os.environ.get("XLA_FLAGS", "").split()
     assert cmd[2:4] == ["-m", "experiments.train"]
     assert "--coordinator_address=localhost:1234" in cmd and "--num_processes=3" in cmd
     assert f"--process_id={i}" in cmd and cmd[-2:] == ["--config=experiments/configs/dfp.py:smoke",

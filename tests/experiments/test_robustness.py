@@ -108,6 +108,16 @@ def test_every_run_at_every_strength_kept_and_reused(two_methods, tmp_path, monk
   again = robustness.run([str(two_methods)], ["latency=0;2", "action_noise=0;0.5"], str(out),
                          episodes=2, reference="dfp", workers=0)
   assert calls == [] and [r["success_mean"] for r in again] == [r["success_mean"] for r in rows]
+  # No run directories: the same tables from the kept evaluations alone (checkpoints gone).
+  kept = robustness.run([], ["latency=0;2", "action_noise=0;0.5"], str(out), episodes=2,
+                        reference="dfp", workers=0)
+  assert calls == [] and json.dumps(kept, sort_keys=True) == json.dumps(rows, sort_keys=True)
+  for sweeps, kw, message in ((["latency=0;4"], {}, "has no kept evaluation latency=4: give"),
+                              (["latency=0;2"], {"episodes": 3}, "over 2 episodes, not "
+                               "--episodes=3"),
+                              (["latency=2"], {"step": 7}, "not --step=7")):
+    with pytest.raises(ValueError, match=message):
+      robustness.run([], sweeps, str(out), **{"episodes": 2, **kw})
   # Another episode count is evaluated afresh.
   robustness.run([str(two_methods / "fql")], ["latency=0"], str(out), episodes=1, workers=0)
   assert calls == [("fql", ())]

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from dfp_jax import agents
+from dfp_jax.parallel import host_device_flags
 from dfp_jax.agents import dfp
 from dfp_jax.train import checkpoint, loop as trainer
 from dfp_jax.train.metrics import read_csv
@@ -121,7 +122,7 @@ def reference(tmp_path_factory):
 def test_sigterm_saves_and_resumes_on_another_device_count(reference, tmp_path):
   ref, data = reference
   work = str(tmp_path / "term")
-  eight = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+  eight = dict(os.environ, XLA_FLAGS=host_device_flags(8, os.environ.get("XLA_FLAGS", "")))
   rc, err, steps = _start_and_kill(work, data, min_step=30, sig=signal.SIGTERM, env=eight)
   assert rc == 128 + signal.SIGTERM, err[-2000:]
   assert "Traceback" not in err

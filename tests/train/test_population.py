@@ -12,6 +12,7 @@ import time
 import numpy as np
 import pytest
 
+from dfp_jax.parallel import host_device_flags
 from dfp_jax.train import population
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -46,7 +47,7 @@ def test_sweeps_parse_into_members_and_shape_changing_fields_are_refused():
 def _train(workdir, *extra, devices=None, timeout=900):
   env = dict(os.environ)
   if devices:
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    env["XLA_FLAGS"] = host_device_flags(devices, os.environ.get("XLA_FLAGS", ""))
   return subprocess.run(
       [sys.executable, "-m", "experiments.train", "--config=experiments/configs/dfp.py:smoke",
        f"--workdir={workdir}", f"--config.env.task={TASK}",
@@ -138,7 +139,7 @@ def test_two_processes_each_step_only_their_members_and_resume_onto_another_mesh
   # kill -9 a one-process 8-device run of the same population inside the online phase, then
   # resume it on another mesh: it ends where the uninterrupted run ended.
   killed = str(lone / "pop-killed")
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+  env = dict(os.environ, XLA_FLAGS=host_device_flags(8, os.environ.get("XLA_FLAGS", "")))
   args = [sys.executable, "-m", "experiments.train", "--config=experiments/configs/dfp.py:smoke",
           f"--workdir={killed}", f"--config.env.task={TASK}",
           "--config.train.tensorboard=False", "--config.train.online_steps=20", "--seeds=0,1",
