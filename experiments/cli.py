@@ -6,20 +6,25 @@ import sys
 from absl import app, flags
 
 
-def parse_flags(argv):
-  """absl's flag parsing, with a bad flag or value as one `error:` line instead of absl's
-  FATAL message and usage hint."""
+def parse_flags(argv, fv=flags.FLAGS):
+  """absl's flag parsing, with a bad flag or value (or a config file, preset or override that
+  cannot be read) as one `error:` line instead of absl's FATAL message and usage hint."""
   try:
-    return flags.FLAGS(argv)
-  except flags.Error as e:
-    sys.exit(f"error: {' '.join(str(e).split())}")
+    argv = fv(argv)
+    if "config" in fv:  # a config file that failed to load raises on first use
+      fv.config.get("method")
+  except Exception as e:  # noqa: BLE001  (config_flags raises several types, often chained)
+    sys.exit(f"error: {chain_line(e)}")
+  return argv
 
 
 def chain_line(e: BaseException) -> str:
   """An exception chain (config_flags chains several, some with tracebacks inside) as one line."""
   parts = []
   while e is not None:
-    text = str(e).split("Traceback")[0].strip().strip("\"'")
+    text = str(e).split("Traceback")[0].strip()
+    if len(text) > 1 and text[0] == text[-1] and text[0] in "\"'":  # a KeyError's quotes
+      text = text[1:-1]
     if isinstance(e, (KeyError, AttributeError)) and text:
       text = f"no config field {text.strip(chr(39))}"
     text = " ".join(text.split())

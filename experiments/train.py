@@ -93,19 +93,9 @@ def main(argv):
     sys.exit(128 + int(e.signum))
 
 
-def parse_flags(argv, fv=FLAGS):
-  """absl's flag parsing, with any error (a bad override, preset or config file) as one line."""
-  try:
-    argv = fv(argv)
-    fv.config.get("method")  # a config file that failed to load raises on first use
-  except Exception as e:  # config_flags raises several types, often chained
-    sys.exit(f"error: {cli.chain_line(e)}")
-  return argv
-
-
 # The trainer's own one-line failures, and those that exit at once (writer threads may hang).
 ERRORS = (faults.NonFiniteError, lock.LockedError, faults.EnvironmentFailure)
 FATAL = (checkpoint.CheckpointError, plan.WriteError)
 
 if __name__ == "__main__":
-  cli.run(main, flags_parser=parse_flags, errors=ERRORS, fatal=FATAL)
+  cli.run(main, errors=ERRORS, fatal=FATAL)

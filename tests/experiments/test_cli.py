@@ -32,3 +32,14 @@ def test_other_exceptions_are_not_hidden(monkeypatch):
   monkeypatch.setattr(cli.app, "run", lambda f, flags_parser=None: f(["prog"]))
   with pytest.raises(RuntimeError, match="a bug"):
     cli.run(main)
+
+
+def test_bad_flag_values_are_one_whole_line():
+  """A bad value keeps its quotes; a KeyError's own quotes go (`no config field x`)."""
+  from absl import flags
+  fv = flags.FlagValues()
+  flags.DEFINE_integer("episodes", 1, "", flag_values=fv)
+  with pytest.raises(SystemExit) as e:
+    cli.parse_flags(["prog", "--episodes=x"], fv)
+  assert e.value.code == "error: flag --episodes=x: invalid literal for int() with base 10: 'x'"
+  assert cli.chain_line(KeyError("nosuch")) == "no config field nosuch"

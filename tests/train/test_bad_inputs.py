@@ -23,7 +23,7 @@ SMOKE = "--config=experiments/configs/dfp.py:smoke"
 # (extra arguments, text the error line must contain). Every one of these fails before the
 # run writes anything.
 BAD_FLAGS = [
-    (["--config.agent.top_k=abc"], "invalid literal for int()"),
+    (["--config.agent.top_k=abc"], "invalid literal for int() with base 10: 'abc'"),
     (["--config.agent.no_such_field=1"], "no config field no_such_field"),
     (["--config=experiments/configs/dfp.py:no_such_preset"], "unknown preset 'no_such_preset'"),
     (["--config=experiments/configs/no_such_file.py"], "No such file or directory"),
@@ -77,7 +77,7 @@ def _train_in_process(args):
   fv = flags.FlagValues()
   try:
     train.define_flags(fv, argv)
-    for _ in plan.execute(train.plan_from(train.parse_flags(argv, fv), fv)):
+    for _ in plan.execute(train.plan_from(cli.parse_flags(argv, fv), fv)):
       pass
   except SystemExit as e:
     return str(e.code)
