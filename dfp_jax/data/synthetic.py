@@ -19,6 +19,7 @@ SHAPES = {"cube-single": (28, 5, 200), "cube-double": (37, 5, 500),
           "cube-triple": (46, 5, 1000), "cube-quadruple": (55, 5, 1000),
           "tiny": (28, 5, 20)}
 DATASET_EPISODES = 100
+TINY = PREFIX + "tiny"  # the tests' task for what does not need the physics
 
 
 def is_synthetic(task: str) -> bool:

@@ -11,6 +11,7 @@ import time
 import numpy as np
 import pytest
 
+from dfp_jax.data import synthetic
 from dfp_jax.train.metrics import read_csv
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -86,7 +87,7 @@ def test_two_process_run_matches_single_process(tmp_path):
   """Two processes x 2 CPU devices joined by jax.distributed = one process, same numbers
   (compared run against run: the simulator-free synthetic task)."""
   args = ["--config=experiments/configs/dfp.py:smoke", "--config.train.batch_size=32",
-          "--config.env.task=synthetic-tiny"]
+          f"--config.env.task={synthetic.TINY}"]
   _launch("local.py", "--num_processes=2", "--devices_per_process=2", "--",
           f"--workdir={tmp_path / 'multi'}", *args, timeout=600)
   res = subprocess.run([sys.executable, "-m", "experiments.train", f"--workdir={tmp_path / 'one'}",

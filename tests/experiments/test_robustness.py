@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from dfp_jax.data import synthetic
 from experiments import evaluate, report, robustness
 
 TASK = "cube-single-play-singletask-task2-v0"
@@ -68,7 +69,7 @@ def two_methods(tmp_path_factory):
   root = tmp_path_factory.mktemp("robustness_runs")
   for name, module in (("dfp", dfp), ("fql", qc_fql)):
     config = module.get_config("smoke")
-    config.env.task, config.train.tensorboard = "synthetic-tiny", False
+    config.env.task, config.train.tensorboard = synthetic.TINY, False
     loop.train_and_evaluate(config, str(root / name), seeds=[0, 1])
   return root
 

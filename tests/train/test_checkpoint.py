@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 
 from dfp_jax import agents
-from dfp_jax.parallel import host_device_flags
 from dfp_jax.agents import dfp
+from dfp_jax.data import synthetic
+from dfp_jax.parallel import host_device_flags
 from dfp_jax.train import checkpoint, loop as trainer
 from dfp_jax.train.metrics import read_csv
 from experiments.configs import dfp as dfp_configs
@@ -27,7 +28,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 OFFLINE, ONLINE = 200, 80
 # Resumption is compared run against run: no simulator needed (the MuJoCo end-to-end runs are
 # test_loop's and test_evaluate's).
-TASK = "synthetic-tiny"
+TASK = synthetic.TINY
 # The smoke preset, long enough to be killed in each phase: evaluations every 50 steps,
 # a checkpoint every 10, two seeds vectorised (so per-seed state is resumed too).
 RUN = ["--config=experiments/configs/dfp.py:smoke", f"--config.env.task={TASK}",

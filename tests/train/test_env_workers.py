@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 
+from dfp_jax.data import synthetic
 from dfp_jax.train import checkpoint, loop
 from dfp_jax.train.envs import MemberEnvs
 from dfp_jax.train.metrics import read_csv
@@ -83,7 +84,7 @@ def test_workers_give_the_same_population_as_in_process_stepping(tmp_path):
   sweep = {"agent.topk_weight": [0.5, 2.0]}
   dirs = {}
   for workers in (0, 2):
-    c = _config(None, workers, task="synthetic-tiny")
+    c = _config(None, workers, task=synthetic.TINY)
     c.train.online_steps = 60
     dirs[workers] = str(tmp_path / f"w{workers}")
     loop.train_and_evaluate(c, dirs[workers], seeds=[0, 1], sweep=sweep)
@@ -151,7 +152,7 @@ def _alive(pid):
 def test_workers_never_outlive_the_trainer(signum, tmp_path):
   proc = subprocess.Popen(
       [sys.executable, "-m", "experiments.train", "--config=experiments/configs/dfp.py:smoke",
-       "--config.env.task=synthetic-tiny", "--config.train.env_workers=2",
+       f"--config.env.task={synthetic.TINY}", "--config.train.env_workers=2",
        "--seeds=0,1", "--config.train.eval_episodes=2",  # 2 training + 2 evaluation workers
        "--config.train.offline_steps=100000", "--config.train.progress_bar=False",
        f"--workdir={tmp_path / 'run'}"], cwd=ROOT, stdout=subprocess.DEVNULL,

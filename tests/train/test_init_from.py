@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 
+from dfp_jax.data import synthetic
 from dfp_jax.train import checkpoint, init_from, loop, phases
 from dfp_jax.train.metrics import read_csv
 from experiments.configs import dfp as dfp_configs
@@ -19,7 +20,7 @@ from experiments.configs import qc_fql as qc_fql_configs
 pytestmark = pytest.mark.slow  # trains
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TASK = "synthetic-tiny"
+TASK = synthetic.TINY
 
 
 def _config(module=dfp_configs, **train):

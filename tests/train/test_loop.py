@@ -8,13 +8,14 @@ import sys
 import numpy as np
 import pytest
 
+from dfp_jax.data import synthetic
 from dfp_jax.train.metrics import read_csv
 from experiments.configs import dfp as dfp_configs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Where runs are compared with runs or only the loop's bookkeeping is checked, the
 # simulator-free synthetic task (test_smoke_preset_trains_end_to_end is the MuJoCo run).
-SYNTHETIC = "synthetic-tiny"
+SYNTHETIC = synthetic.TINY
 
 
 def _train(*args, cwd=ROOT):

@@ -12,12 +12,13 @@ import time
 import numpy as np
 import pytest
 
+from dfp_jax.data import synthetic
 from dfp_jax.parallel import host_device_flags
 from dfp_jax.train import population
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Members are compared with lone runs: no simulator needed.
-TASK = "synthetic-tiny"
+TASK = synthetic.TINY
 SWEEP = ["--sweep=agent.topk_weight=0.1;2", "--sweep=agent.temperatures=0.05;0.2"]
 VALUES = [(w, r) for w in ("0.1", "2") for r in ("0.05", "0.2")]
 

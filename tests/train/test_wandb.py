@@ -10,6 +10,7 @@ import types
 import numpy as np
 import pytest
 
+from dfp_jax.data import synthetic
 from dfp_jax.train import loop as trainer
 from dfp_jax.train.metrics import read_csv
 from experiments.configs import dfp as dfp_configs
@@ -40,7 +41,7 @@ def _fake_wandb(runs):
 
 def _config():
   c = dfp_configs.get_config("smoke")
-  c.env.task = "synthetic-tiny"  # what is logged, not what is learned, is checked
+  c.env.task = synthetic.TINY  # what is logged, not what is learned, is checked
   c.train.tensorboard = False
   c.train.wandb_project = "dfp-test"
   return c
