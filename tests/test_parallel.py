@@ -64,3 +64,11 @@ def test_vmapped_seeds_equal_separate_runs():
   # Seeds really differ from each other.
   assert max(float(np.abs(x[0] - x[1]).max())
              for x in jax.tree.leaves(vec_agent.actor_params)) > 1e-2
+
+
+def test_host_device_flags_replace_the_count_and_keep_other_flags():
+  from dfp_jax.parallel import host_device_flags
+  assert host_device_flags(2) == "--xla_force_host_platform_device_count=2"
+  assert host_device_flags(8, "--xla_backend_optimization_level=0 "
+                              "--xla_force_host_platform_device_count=2") == (
+      "--xla_backend_optimization_level=0 --xla_force_host_platform_device_count=8")
