@@ -17,7 +17,7 @@ unperturbed one.
 | `latency` | k, an integer >= 0 | the executed action is the one chosen k control steps earlier (the box's centre before that) |
 | `sticky` | p in [0, 1] | with probability p the previous executed action is repeated |
 | `mass` | s > -1 | every free object's mass and inertia times 1 + s |
-| `friction` | s > -1 | every free object's sliding friction times 1 + s |
+| `friction` | s > -1 | every free object's contacts: sliding friction times 1 + s |
 | `push` | force >= 0 (newtons) | one horizontal push on a random free object, in a random direction, for one control step at a random step of the episode's first half |
 
 The dynamics perturbations act on the MuJoCo model of OGBench and Robomimic
@@ -58,7 +58,7 @@ RULES: Dict[str, Tuple[Callable[[float], str], int, str]] = {
     "latency": (_steps, 3, "actions executed k control steps late"),
     "sticky": (_probability, 4, "the previous action repeated with probability p"),
     "mass": (_scale, 5, "object masses x (1 + s)"),
-    "friction": (_scale, 6, "object sliding friction x (1 + s)"),
+    "friction": (_scale, 6, "sliding friction of the objects' contacts x (1 + s)"),
     "push": (_nonnegative, 7, "one push of this many newtons on an object"),
 }
 NAMES = tuple(RULES)
@@ -271,14 +271,39 @@ class MassScale(_Dynamics):
     mujoco.mj_setConst(model, mujoco.MjData(model))  # derived constants (subtree masses, ...)
 
 
+def contact_friction(model, g1: int, g2: int) -> float:
+  """The sliding friction MuJoCo gives a contact between geoms g1 and g2: the higher-priority
+  geom's, or the larger of the two at equal priority."""
+  p1, p2 = model.geom_priority[g1], model.geom_priority[g2]
+  f1, f2 = model.geom_friction[g1, 0], model.geom_friction[g2, 0]
+  return float(f1 if p1 > p2 else f2 if p2 > p1 else max(f1, f2))
+
+
+def object_contact_geoms(model) -> Tuple[np.ndarray, np.ndarray]:
+  """(the free objects' geoms, every geom that can collide with one of them, objects included)."""
+  bodies = np.flatnonzero(np.isin(model.body_rootid, free_objects(model)))
+  objects = np.flatnonzero(np.isin(model.geom_bodyid, bodies))
+  contype, conaffinity = model.geom_contype, model.geom_conaffinity
+  touch = np.zeros(model.ngeom, bool)
+  for o in objects:
+    touch |= ((contype & conaffinity[o]) != 0) | ((contype[o] & conaffinity) != 0)
+  touch[objects] = True
+  return objects, np.flatnonzero(touch)
+
+
 class FrictionScale(_Dynamics):
-  """Every free object's geoms: sliding friction times 1 + s."""
+  """Every contact of a free object: sliding friction times 1 + s.
+
+  MuJoCo takes a contact's friction from the higher-priority geom (OGBench's gripper pads),
+  or the larger of the two: scaling the objects' geoms alone changes nothing where the
+  partner's value wins (a slipperier cube on a floor of equal friction). So the objects and
+  every geom that can touch them are scaled, which scales each contact of an object exactly
+  (and also the contacts among those partners, such as the gripper on the floor)."""
 
   name = "friction"
 
   def read(self, model):
-    bodies = np.flatnonzero(np.isin(model.body_rootid, free_objects(model)))
-    geoms = np.flatnonzero(np.isin(model.geom_bodyid, bodies))
+    geoms = object_contact_geoms(model)[1]
     return geoms, model.geom_friction[geoms, 0].copy()
 
   def apply(self, model, original):

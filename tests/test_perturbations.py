@@ -135,12 +135,21 @@ def test_dynamics_scale_the_objects_of_ogbench_and_robosuite_models_once_per_res
                                                                    ("friction", -0.5)])
   model, _ = P.mujoco_handles(env)
   (cube,) = P.free_objects(model)
-  mass, friction = model.body_mass[cube], model.geom_friction[model.geom_bodyid == cube, 0]
+  mass = model.body_mass[cube]
   robot_mass = model.body_mass[model.body_rootid != cube].copy()
+  objects, partners = P.object_contact_geoms(model)
+  pairs = [(o, g) for o in objects for g in partners if g != o]
+  # The gripper pads' priority wins their contacts with the cube, the floor's equal friction
+  # its own: scaling the cube's geoms alone would leave both contacts as they were.
+  import mujoco
+  assert {model.geom_priority[g] for _, g in pairs} == {0, 1} and "floor" in {
+      mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_GEOM, g) for _, g in pairs}
+  friction = [P.contact_friction(model, *pair) for pair in pairs]
   for seed in (0, 1):  # OGBench keeps its model: scaled from the built values, not compounded
     env.reset(seed=seed)
     assert model.body_mass[cube] == pytest.approx(2 * mass)
-    np.testing.assert_allclose(model.geom_friction[model.geom_bodyid == cube, 0], 0.5 * friction)
+    np.testing.assert_allclose([P.contact_friction(model, *pair) for pair in pairs],
+                               0.5 * np.array(friction))
     np.testing.assert_array_equal(model.body_mass[model.body_rootid != cube], robot_mass)
   # A push moves the cube at the drawn step, and nothing before it.
   policy = lambda t, o: np.zeros(5, np.float32)  # noqa: E731
@@ -159,7 +168,7 @@ def test_dynamics_scale_the_objects_of_ogbench_and_robosuite_models_once_per_res
   # robosuite builds a new model at every reset: scaled again, from its own values.
   from dfp_jax.data import robomimic_env, robomimic_generate
   lift = P.wrap(robomimic_env.make_env(robomimic_generate.env_meta("lift"), "lift"),
-                [("mass", 2.0)])
+                [("mass", 2.0), ("friction", 1.0)])
   for seed in (0, 1):
     lift.reset(seed=seed)
     model, _ = P.mujoco_handles(lift)
@@ -168,5 +177,10 @@ def test_dynamics_scale_the_objects_of_ogbench_and_robosuite_models_once_per_res
     built.reset(seed=seed)
     original, _ = P.mujoco_handles(built)
     assert model.body_mass[cube] == pytest.approx(3 * original.body_mass[cube])
+    objects, partners = P.object_contact_geoms(original)
+    pairs = [(o, g) for o in objects for g in partners if g != o]
+    assert pairs
+    np.testing.assert_allclose([P.contact_friction(model, *pair) for pair in pairs],
+                               [2 * P.contact_friction(original, *pair) for pair in pairs])
   with pytest.raises(ValueError, match="need a MuJoCo environment"):
     P.wrap(Recorder(), [("mass", 1.0)]).reset(seed=0)

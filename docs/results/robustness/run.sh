@@ -9,7 +9,7 @@
 set -euo pipefail
 W=${W:-runs/robustness}                # training runs (not committed)
 OUT=${OUT:-docs/results/robustness}    # kept evaluations, tables, curves (committed)
-EPISODES=${EPISODES:-50}               # seeded evaluation episodes per member and strength
+EPISODES=${EPISODES:-100}              # seeded evaluation episodes per member and strength
 PERTURB=(--perturb='obs_noise=0;0.1;0.3;0.6;1' --perturb='action_noise=0;0.1;0.3;0.6;1'
          --perturb='latency=0;1;2;4;8' --perturb='sticky=0;0.1;0.3;0.6;0.9'
          --perturb='mass=0;-0.5;0.5;1;3' --perturb='friction=0;-0.5;0.5;1;3'
