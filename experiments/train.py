@@ -1,9 +1,7 @@
-"""Train a method: `python -m experiments.train [--config=experiments/configs/<method>.py:<preset>] [--workdir=DIR]`.
+"""Train: `python -m experiments.train [--config=experiments/configs/<method>.py:<preset>]`.
 
-With no flags it runs DFP on the `quick` preset, generating its small dataset on first use.
-Any config field can be overridden, e.g. `--config.agent.top_k=2`. Seeds, task groups,
-ablations, populations, meshes and shared pretraining: docs/scaling.md; the runs a command
-line asks for are planned by `dfp_jax.train.plan`.
+With no flags, DFP on `quick` (its dataset generated on first use). Any config field can be
+overridden (`--config.agent.top_k=2`); `dfp_jax.train.plan` plans the runs the flags ask for.
 """
 
 import os
@@ -29,36 +27,28 @@ def define_flags(fv=flags.FLAGS, argv=None):
         flag_values=fv, lock_config=True, sys_argv=argv)
   except Exception as e:  # noqa: BLE001  (several types, chained)
     sys.exit(f"error: {cli.chain_line(e)}")
-  on = {"flag_values": fv}
-  flags.DEFINE_string("workdir", None, "Output directory (default runs/<method>/<preset>/<task>/"
-                      "seed_<seed>).", **on)
-  flags.DEFINE_list("seeds", None, "Seeds trained together, vectorised, into "
-                    "<workdir>/<task>/seed_<k>/.", **on)
-  flags.DEFINE_list("tasks", None, "Presets or the config file's TASK_GROUPS, one after another.",
-                    **on)
-  flags.DEFINE_string("ablation", None, "Sweep one hyperparameter over the paper's values "
-                      "(the config file's ABLATIONS: top_k, topk_weight, temperatures).", **on)
-  flags.DEFINE_multi_string("sweep", [], "FIELD=V1;V2;... : train every value of FIELD (and of "
-                            "every other --sweep) with every seed as one population program.", **on)
+  on = {"flag_values": fv}  # details of each: docs/scaling.md and docs/checkpoints.md
+  flags.DEFINE_string("workdir", None, "Output directory (default "
+                      "runs/<method>/<preset>/<task>/seed_<seed>).", **on)
+  flags.DEFINE_list("seeds", None, "Seeds trained together, into <workdir>/<task>/seed_<k>/.", **on)
+  flags.DEFINE_list("tasks", None, "Presets or the config file's TASK_GROUPS, in turn.", **on)
+  flags.DEFINE_string("ablation", None, "One of the config file's ABLATIONS (the paper's "
+                      "values of top_k, topk_weight or temperatures).", **on)
+  flags.DEFINE_multi_string("sweep", [], "FIELD=V1;V2;...: every value (x every other --sweep "
+                            "x every seed) in one population program.", **on)
   flags.DEFINE_list("mesh", None, "POP,DATA: devices along the population and along each "
-                    "member's batch (default: every device on POP when the population is large "
-                    "enough).", **on)
+                    "member's batch.", **on)
   flags.DEFINE_string("init_from", None, "WORKDIR[@STEP]: start the online phase from that run's "
-                      "checkpoint at the end of its offline phase (or at offline step STEP) "
-                      "instead of pretraining; only online-phase fields may differ.", **on)
-  flags.DEFINE_bool("share_offline", False, "Pretrain once per seed into <workdir>/<task>/offline "
-                    "and start every run of the sweep or ablation from it (online-phase fields "
-                    "only: top-K's K, N, lambda, tau_EMA, the online budget).", **on)
-  flags.DEFINE_bool("overwrite", False, "Replace a run already in the workdir (by default a run "
-                    "with the same config resumes from its latest checkpoint, another config is "
-                    "an error).", **on)
-  flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (auto-detects TPU "
-                    "pods and SLURM; or give the three flags below).", **on)
-  flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for explicit "
-                      "multi-process.", **on)
-  flags.DEFINE_integer("num_processes", None, "Number of processes, with --coordinator_address.",
-                       **on)
-  flags.DEFINE_integer("process_id", None, "This process's index, with --coordinator_address.", **on)
+                      "offline checkpoint instead of pretraining.", **on)
+  flags.DEFINE_bool("share_offline", False, "Pretrain once per seed and start every run of the "
+                    "sweep or ablation from it.", **on)
+  flags.DEFINE_bool("overwrite", False, "Replace a run in the workdir (default: the same config "
+                    "resumes, another is an error).", **on)
+  flags.DEFINE_bool("distributed", False, "jax.distributed.initialize() (TPU pods, SLURM, or "
+                    "the three flags below).", **on)
+  flags.DEFINE_string("coordinator_address", None, "host:port of process 0.", **on)
+  flags.DEFINE_integer("num_processes", None, "Processes, with --coordinator_address.", **on)
+  flags.DEFINE_integer("process_id", None, "This process's index.", **on)
 
 
 define_flags()
