@@ -15,6 +15,21 @@ PERTURB=(--perturb='obs_noise=0;0.1;0.3;0.6;1' --perturb='action_noise=0;0.1;0.3
          --perturb='mass=0;-0.5;0.5;1;3' --perturb='friction=0;-0.5;0.5;1;3'
          --perturb='push=0;1;2;5;10')
 
+# same_evals KEPT RUN: every eval.csv under KEPT has the same step/success/return/length rows
+# as its counterpart under RUN.
+same_evals() {
+  python - "$1" "$2" <<'PY'
+import csv, glob, os, sys
+kept, run = sys.argv[1:]
+rows = lambda p: [[r[k] for k in ("step", "success", "return", "length")]
+                  for r in csv.DictReader(open(p))]
+files = glob.glob(os.path.join(kept, "**", "eval.csv"), recursive=True)
+sys.exit(0 if files and all(os.path.exists(os.path.join(run, os.path.relpath(f, kept)))
+                            and rows(f) == rows(os.path.join(run, os.path.relpath(f, kept)))
+                            for f in files) else 1)
+PY
+}
+
 # study PART RUN PRESET SEEDS PERTURB_FLAGS -- [TRAIN_OVERRIDES...]: train RUN (METHOD or
 # METHOD/VARIANT), evaluate it at every strength, keep its curves and config (no checkpoints)
 # beside the evaluations, mark it done.
@@ -26,6 +41,12 @@ study() {
   [[ -e $OUT/$part/done/$run ]] && return
   python -m experiments.train --config=experiments/configs/${run%%/*}.py:$preset --seeds=$seeds \
     "$@" --workdir=$W/$part/$run
+  # Evaluations kept from an earlier machine are reused only if this training reproduced that
+  # one's evaluation rows (training is deterministic on a CPU); else they are made again.
+  if [[ -d $OUT/$part/curves/$run ]] && ! same_evals $OUT/$part/curves/$run $W/$part/$run; then
+    echo "$run: retrained run differs from the kept one; its kept evaluations are dropped"
+    rm -rf $OUT/$part/curves/$run $OUT/$part/evaluations/$(tr / _ <<< "$W/$part/$run")_*
+  fi
   python -m experiments.robustness $W/$part/$run "${perturb[@]}" --episodes=$EPISODES \
     --out=$OUT/$part
   mkdir -p $OUT/$part/curves/$run
