@@ -107,14 +107,12 @@ def evaluate_all(run_dirs: Sequence[str], sweeps: Sequence[Tuple[str, Sequence[f
                  out: str, episodes: int, step=None, workers=None) -> List[Dict]:
   """Every run at every strength; one record per (run, member, perturbation, strength): keys
   run, member, seed, config, task, perturbation, strength, success."""
-  needed = [("none", 0.0)] + [(n, s) for n, strengths in sweeps for s in strengths if s != 0]
   records = []
   for run in run_dirs:
     restored, at = None, run_meta(run, step)[0]
-    for name, strength in needed:
+    for name, strength, setting in _settings(sweeps):
       perturb = () if name == "none" else ((name, strength),)
-      dest = os.path.join(out, "evaluations", _slug(os.path.relpath(run)),
-                          "none" if name == "none" else f"{name}={strength:g}")
+      dest = os.path.join(out, "evaluations", _slug(os.path.relpath(run)), setting)
       result = _cached(dest, at, episodes)
       if result is None:
         restored = restored or evaluate.restore(run, at)
@@ -137,12 +135,10 @@ def kept_records(sweeps: Sequence[Tuple[str, Sequence[float]]], out: str, episod
   if not runs:
     raise ValueError(f"give one or more run directories, or an --out holding kept "
                      f"evaluations ({root} holds none)")
-  needed = [("none", 0.0)] + [(n, s) for n, strengths in sweeps for s in strengths if s != 0]
   records = []
   for run in runs:
     steps = set()
-    for name, strength in needed:
-      setting = "none" if name == "none" else f"{name}={strength:g}"
+    for name, strength, setting in _settings(sweeps):
       path = os.path.join(root, run, setting, "results.json")
       if not os.path.exists(path):
         raise ValueError(f"{run} has no kept evaluation {setting}: give its run directory "
@@ -160,6 +156,13 @@ def kept_records(sweeps: Sequence[Tuple[str, Sequence[float]]], out: str, episod
       raise ValueError(f"{run}'s kept evaluations are at several steps ({sorted(steps)}): "
                        "give --step or its run directory")
   return records
+
+
+def _settings(sweeps) -> List[Tuple[str, float, str]]:
+  """(name, strength, kept directory) of every evaluation `sweeps` need: the unperturbed one
+  ("none", shared by every perturbation) and each nonzero strength."""
+  return [("none", 0.0, "none")] + [(n, s, f"{n}={s:g}") for n, strengths in sweeps
+                                    for s in strengths if s != 0]
 
 
 def _records(run: str, result: Dict, name: str, strength: float, sweeps) -> List[Dict]:

@@ -1,4 +1,4 @@
-"""Run by test_parallel.py in a subprocess with 8 host devices (XLA_FLAGS set before jax loads).
+"""Run by test_parallel.py in a subprocess with 8 host devices (XLA_FLAGS set before jax starts).
 
 Trains a small agent of each method family (DFP, QC-FQL, QC-BFN, MVP + top-K) for a
 few steps three ways at the same global batch (plain jit on one device, data-parallel
@@ -11,15 +11,16 @@ import json
 import os
 import sys
 
-# Eight host devices, the suite's other XLA flags kept (tests/conftest.py).
-os.environ["XLA_FLAGS"] = " ".join(
-    [*os.environ.get("XLA_FLAGS", "").split(), "--xla_force_host_platform_device_count=8"])
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from dfp_jax import parallel  # noqa: E402
+
+# Eight host devices, the suite's other XLA flags kept (tests/conftest.py); read when jax
+# first starts its backend, below.
+os.environ["XLA_FLAGS"] = parallel.host_device_flags(8, os.environ.get("XLA_FLAGS", ""))
 from dfp_jax.agents import bfn, dfp, fql, mvp
 
 METHODS = {"dfp": (dfp, {}), "qc_fql": (fql, {}),
